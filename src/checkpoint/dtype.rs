@@ -1,0 +1,154 @@
+//! The element types a checkpoint may hold, and their faithful conversion to and from `f32`.
+//!
+//! Merging happens in `f32`; F16 and BF16 values widen to `f32` exactly, and narrow back with
+//! round-to-nearest-even, so reading and rewriting an unchanged tensor gives the same bytes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
+
+/// A supported safetensors element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// IEEE 754 single precision.
+    F32,
+    /// IEEE 754 half precision.
+    F16,
+    /// bfloat16: the top 16 bits of an f32.
+    BF16,
+}
+
+/// A dtype name that mergesearch does not read or write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported dtype {0:?} (supported: F32, F16, BF16)")]
+pub struct UnsupportedDtype(pub String);
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+        }
+    }
+
+    /// The name used in safetensors headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+        }
+    }
+
+    /// The name transformers uses in `config.json` (`torch_dtype`).
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::F16 => "float16",
+            Dtype::BF16 => "bfloat16",
+        }
+    }
+
+    /// Appends the little-endian elements in `bytes` to `out` as `f32`.
+    ///
+    /// `bytes.len()` must be a multiple of [`Dtype::size`]; the header validation guarantees it.
+    pub fn decode_into(self, bytes: &[u8], out: &mut Vec<f32>) {
+        out.reserve(bytes.len() / self.size());
+        match self {
+            Dtype::F32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            Dtype::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
+            Dtype::BF16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
+        }
+    }
+
+    /// Appends `values` to `out` as little-endian elements of this dtype (round to nearest even).
+    pub fn encode_into(self, values: &[f32], out: &mut Vec<u8>) {
+        out.reserve(values.len() * self.size());
+        match self {
+            Dtype::F32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Dtype::F16 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+            Dtype::BF16 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+        }
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Dtype {
+    type Err = UnsupportedDtype;
+
+    /// Accepts the safetensors names (`F32`, `F16`, `BF16`) in any case, and `float32`,
+    /// `float16`, `bfloat16` as a user would write them in a config.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Dtype::F32),
+            "f16" | "float16" => Ok(Dtype::F16),
+            "bf16" | "bfloat16" => Ok(Dtype::BF16),
+            _ => Err(UnsupportedDtype(s.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_dtype_bit_exactly() {
+        let values = [0.0f32, -0.0, 1.0, -2.5, 65504.0, 1e-3, 3.140625];
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let mut bytes = Vec::new();
+            dtype.encode_into(&values, &mut bytes);
+            assert_eq!(bytes.len(), values.len() * dtype.size());
+            let mut decoded = Vec::new();
+            dtype.decode_into(&bytes, &mut decoded);
+            let mut again = Vec::new();
+            dtype.encode_into(&decoded, &mut again);
+            assert_eq!(bytes, again, "{dtype} bytes changed on a second round trip");
+        }
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 lies exactly between two bf16 values: ties go to the even mantissa (1.0).
+        let mut bytes = Vec::new();
+        Dtype::BF16.encode_into(&[1.0 + 2f32.powi(-8)], &mut bytes);
+        let mut out = Vec::new();
+        Dtype::BF16.decode_into(&bytes, &mut out);
+        assert_eq!(out[0], 1.0);
+    }
+
+    #[test]
+    fn parses_names_and_rejects_others() {
+        assert_eq!("BF16".parse::<Dtype>().unwrap(), Dtype::BF16);
+        assert_eq!("float16".parse::<Dtype>().unwrap(), Dtype::F16);
+        let err = "I64".parse::<Dtype>().unwrap_err();
+        assert!(err.to_string().contains("I64"));
+    }
+}

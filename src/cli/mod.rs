@@ -1,0 +1,135 @@
+//! The command line: clap definitions, and their conversion into checked configs and calls into
+//! the library. `main` only parses, calls [`run`] and maps errors to exit codes.
+
+mod demo;
+mod inspect;
+mod merge_config;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use inspect::report as inspect_report;
+pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
+
+use crate::checkpoint::{Model, ModelSet};
+use crate::device::{Backend, DeviceSpec};
+use crate::merge::{StreamOptions, merge_streaming};
+
+/// Search the coefficients with which fine-tuned checkpoints of one base model are merged.
+#[derive(Debug, Parser)]
+#[command(name = "mergesearch", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Merge a base model and experts as a TOML config describes, writing a Hugging Face model.
+    Merge {
+        /// The merge config (method, base, granularity, [params], [[experts]]).
+        config: PathBuf,
+        /// Output model directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Replace the output directory if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Print a model's tensors (name, dtype, shape, bytes), its layer groups and its size.
+    Inspect {
+        /// A .safetensors file or a Hugging Face model directory.
+        model: PathBuf,
+    },
+    /// Build small synthetic models and merge them with TIES (the default job).
+    Demo {
+        /// Folder for the demo models, config and merged model.
+        #[arg(long, default_value = "results/demo")]
+        out: PathBuf,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Merge {
+            config,
+            out,
+            device,
+            overwrite,
+        } => {
+            let config = MergeConfig::load(&config)?;
+            merge(&config, &out, device, overwrite)?;
+            Ok(())
+        }
+        Command::Inspect { model } => {
+            let model = Model::open(&model)?;
+            print!("{}", inspect_report(&model)?);
+            Ok(())
+        }
+        Command::Demo { out, device } => demo::run(&out, device),
+    }
+}
+
+/// Runs the merge a config describes into `out`, with a progress bar over tensors.
+pub fn merge(
+    config: &MergeConfig,
+    out: &std::path::Path,
+    device: DeviceSpec,
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    let device = device.open()?;
+    let started = Instant::now();
+    let set = ModelSet::open(&config.base, &config.experts)?;
+    let bar = tensor_bar("merging");
+    let options = StreamOptions {
+        dtype: config.dtype,
+        max_shard_bytes: config.max_shard_bytes,
+        overwrite,
+    };
+    let written = merge_streaming::<Backend>(
+        &set,
+        &config.granularity,
+        &config.plan,
+        out,
+        &options,
+        &device,
+        &bar,
+    )
+    .with_context(|| format!("merging into {}", out.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "merged {} experts with {} into {} in {:.1}s",
+        config.experts.len(),
+        config.plan.method,
+        written.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A progress bar over tensors on stderr (hidden when stderr is not a terminal).
+pub fn tensor_bar(label: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} tensors, {elapsed} elapsed, eta {eta} {wide_msg}",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label);
+    bar
+}

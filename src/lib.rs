@@ -1,0 +1,9 @@
+//! mergesearch: search the coefficients with which fine-tuned checkpoints of one base model are
+//! merged. See `DESIGN.md` in the shared folder for the architecture.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod device;
+pub mod fixtures;
+pub mod merge;
+pub mod rng;
