@@ -1,14 +1,53 @@
 //! Choosing the compute device at run time: `cpu` (burn's Flex backend) or `cuda:N` (burn's CUDA
-//! backend, in builds with the `cuda` feature). Everything runs on burn's `Dispatch` backend, so
-//! one build serves both and the choice is a flag.
+//! backend, in builds with the `cuda` feature). Library code is generic over the backend; the
+//! command line opens a [`Device`] and [`with_backend!`](crate::with_backend) runs generic code
+//! with the matching concrete backend, so one build serves both and the choice is a flag.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::{Dispatch, DispatchDevice};
+use burn::backend::flex::FlexDevice;
 
-/// The backend every command runs on; the device picks the concrete backend.
-pub type Backend = Dispatch;
+/// An opened device, one variant per compiled-in backend.
+#[derive(Debug, Clone)]
+pub enum Device {
+    /// The CPU, on burn's Flex backend.
+    Cpu(FlexDevice),
+    /// A CUDA GPU, on burn's CUDA backend.
+    #[cfg(feature = "cuda")]
+    Cuda(burn::backend::cuda::CudaDevice),
+}
+
+/// Runs `$body` with `$b` bound to the concrete burn backend of `$device` (a [`Device`]) and
+/// `$dev` to its burn device.
+///
+/// ```
+/// use mergesearch::device::DeviceSpec;
+/// let device = DeviceSpec::Cpu.open().unwrap();
+/// let name = mergesearch::with_backend!(device, |B, dev| {
+///     let _ = &dev;
+///     std::any::type_name::<B>()
+/// });
+/// assert!(name.contains("Flex"));
+/// ```
+#[macro_export]
+macro_rules! with_backend {
+    ($device:expr, |$b:ident, $dev:ident| $body:expr) => {
+        match $device {
+            $crate::device::Device::Cpu($dev) => {
+                #[allow(dead_code)]
+                type $b = burn::backend::Flex;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::device::Device::Cuda($dev) => {
+                #[allow(dead_code)]
+                type $b = burn::backend::Cuda;
+                $body
+            }
+        }
+    };
+}
 
 /// A device as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,50 +109,57 @@ impl fmt::Display for DeviceSpec {
 
 impl DeviceSpec {
     /// Opens the device, checking that a GPU actually answers before any work is queued on it.
-    pub fn open(self) -> Result<DispatchDevice, DeviceError> {
+    pub fn open(self) -> Result<Device, DeviceError> {
         match self {
-            DeviceSpec::Cpu => Ok(DispatchDevice::Flex(burn::backend::flex::FlexDevice)),
+            DeviceSpec::Cpu => Ok(Device::Cpu(FlexDevice)),
             DeviceSpec::Cuda(index) => open_cuda(index),
         }
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda(index: usize) -> Result<DispatchDevice, DeviceError> {
+fn open_cuda(index: usize) -> Result<Device, DeviceError> {
     Err(DeviceError::NotCompiled(index))
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda(index: usize) -> Result<DispatchDevice, DeviceError> {
+fn open_cuda(index: usize) -> Result<Device, DeviceError> {
+    use burn::backend::Cuda;
     use burn::backend::cuda::CudaDevice;
     use burn::tensor::Tensor;
 
-    let device = DispatchDevice::Cuda(CudaDevice::new(index));
-    // burn's CUDA runtime panics when the driver or the GPU is missing; turn that into an error.
-    let probe = device.clone();
+    use std::sync::{Arc, Mutex};
+
+    let device = CudaDevice::new(index);
+    // burn's CUDA runtime panics (sometimes on its own threads) when the driver or the GPU is
+    // missing: catch that, keep the first panic message as the reason, and return an error.
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&messages);
     let previous_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut m) = sink.lock() {
+            m.push(info.payload_as_str().unwrap_or("unknown panic").to_string());
+        }
+    }));
+    let probe = device.clone();
     let outcome = std::panic::catch_unwind(move || {
-        Tensor::<Backend, 1>::from_floats([1.0f32], &probe)
+        Tensor::<Cuda, 1>::from_floats([1.0f32], &probe)
             .into_data()
             .to_vec::<f32>()
             .map(|v| v.first().copied() == Some(1.0))
     });
     std::panic::set_hook(previous_hook);
+    let first_message = messages.lock().ok().and_then(|m| m.first().cloned());
     match outcome {
-        Ok(Ok(true)) => Ok(device),
+        Ok(Ok(true)) => Ok(Device::Cuda(device)),
         Ok(_) => Err(DeviceError::Unavailable {
             index,
             reason: "a test tensor did not round-trip".into(),
         }),
-        Err(panic) => {
-            let reason = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the CUDA runtime failed to start".into());
-            Err(DeviceError::Unavailable { index, reason })
-        }
+        Err(_) => Err(DeviceError::Unavailable {
+            index,
+            reason: first_message.unwrap_or_else(|| "the CUDA runtime failed to start".into()),
+        }),
     }
 }
 

@@ -34,7 +34,11 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     1
 }
 
+#[global_allocator]
+static GLOBAL: mergesearch::alloc::MiMalloc = mergesearch::alloc::MiMalloc;
+
 fn main() {
+    mergesearch::alloc::keep_freed_memory();
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");

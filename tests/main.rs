@@ -1,1 +1,3 @@
+mod checkpoints;
+mod cli;
 mod methods;

@@ -690,3 +690,38 @@ fn one_expert_at_full_weight_reproduces_it() {
         );
     }
 }
+
+#[test]
+fn the_host_kernel_and_the_generic_product_agree() {
+    // Flex runs linear combinations in the fused host kernel; any other backend (here Autodiff
+    // over Flex) takes the batched matrix product. Sizes cover both the single and chunked product.
+    type Generic = burn::backend::Autodiff<Flex>;
+    for n in [1000, 1 << 18] {
+        let case = Case::random(&[n], 3, 29);
+        let generic = TensorInputs::<Generic>::new(
+            NAME,
+            &case.shape,
+            None,
+            &case.base,
+            &case.experts,
+            &Default::default(),
+        );
+        let host = TensorInputs::<B>::new(
+            NAME,
+            &case.shape,
+            None,
+            &case.base,
+            &case.experts,
+            &Default::default(),
+        );
+        let c = [1.0, 0.3, -0.7, 1.1];
+        let a = host_values(host.combine(&c));
+        let b = host_values(generic.combine(&c));
+        let taus = case.taus();
+        let want: Vec<f64> = (0..n)
+            .map(|j| f64::from(case.base[j]) + (0..3).map(|i| c[i + 1] * taus[i][j]).sum::<f64>())
+            .collect();
+        assert_close(&a, &want, "host kernel");
+        assert_close(&b, &want, "generic product");
+    }
+}

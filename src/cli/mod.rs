@@ -15,8 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub use inspect::report as inspect_report;
 pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
 
-use crate::checkpoint::{Model, ModelSet};
-use crate::device::{Backend, DeviceSpec};
+use crate::checkpoint::{Dtype, Model, ModelSet};
+use crate::device::DeviceSpec;
+use crate::fixtures::{SyntheticSpec, write_synthetic_model};
 use crate::merge::{StreamOptions, merge_streaming};
 
 /// Search the coefficients with which fine-tuned checkpoints of one base model are merged.
@@ -50,6 +51,34 @@ pub enum Command {
         /// A .safetensors file or a Hugging Face model directory.
         model: PathBuf,
     },
+    /// Write a synthetic model (transformer-style tensor names, seeded values) for trials and
+    /// benchmarks: the base, or with --expert N the base plus expert N's task vector.
+    Synth {
+        /// Output model directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of blocks.
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        /// Hidden width.
+        #[arg(long, default_value_t = 128)]
+        hidden: usize,
+        /// Vocabulary size (embedding and head rows).
+        #[arg(long, default_value_t = 512)]
+        vocab: usize,
+        /// Stored dtype: f32, f16 or bf16.
+        #[arg(long, default_value = "bf16")]
+        dtype: Dtype,
+        /// Write expert N instead of the base.
+        #[arg(long)]
+        expert: Option<usize>,
+        /// Seed of the values.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Maximum shard size, e.g. 5GB or 500MB.
+        #[arg(long, default_value = "5GB", value_parser = parse_size_arg)]
+        max_shard_size: u64,
+    },
     /// Build small synthetic models and merge them with TIES (the default job).
     Demo {
         /// Folder for the demo models, config and merged model.
@@ -79,6 +108,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", inspect_report(&model)?);
             Ok(())
         }
+        Command::Synth {
+            out,
+            layers,
+            hidden,
+            vocab,
+            dtype,
+            expert,
+            seed,
+            max_shard_size,
+        } => {
+            let spec = SyntheticSpec {
+                layers,
+                hidden,
+                vocab,
+                dtype,
+            };
+            write_synthetic_model(&out, &spec, seed, expert, max_shard_size)?;
+            eprintln!(
+                "wrote {} ({:.1} MB)",
+                out.display(),
+                spec.bytes() as f64 / 1e6
+            );
+            Ok(())
+        }
         Command::Demo { out, device } => demo::run(&out, device),
     }
 }
@@ -99,7 +152,7 @@ pub fn merge(
         max_shard_bytes: config.max_shard_bytes,
         overwrite,
     };
-    let written = merge_streaming::<Backend>(
+    let written = crate::with_backend!(device, |B, device| merge_streaming::<B>(
         &set,
         &config.granularity,
         &config.plan,
@@ -107,7 +160,7 @@ pub fn merge(
         &options,
         &device,
         &bar,
-    )
+    ))
     .with_context(|| format!("merging into {}", out.display()))?;
     bar.finish_and_clear();
     eprintln!(
@@ -118,6 +171,10 @@ pub fn merge(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    parse_size(&toml::Value::String(text.to_string()))
 }
 
 /// A progress bar over tensors on stderr (hidden when stderr is not a terminal).

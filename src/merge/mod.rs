@@ -11,6 +11,7 @@ mod consensus;
 mod dare;
 mod della;
 mod gta;
+mod host_kernel;
 mod inputs;
 mod linear;
 mod lines;
