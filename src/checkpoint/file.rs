@@ -50,16 +50,27 @@ impl SafetensorsFile {
     /// Decodes a tensor to `f32`, refusing NaN and infinities with the tensor's name.
     pub fn read_f32(&self, info: &TensorInfo) -> Result<Vec<f32>, CheckpointError> {
         let mut values = Vec::new();
-        info.dtype.decode_into(self.bytes(info), &mut values);
-        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        self.read_f32_into(info, &mut values)?;
+        Ok(values)
+    }
+
+    /// Appends a tensor's values as `f32` to `out`, refusing NaN and infinities.
+    pub fn read_f32_into(
+        &self,
+        info: &TensorInfo,
+        out: &mut Vec<f32>,
+    ) -> Result<(), CheckpointError> {
+        let start = out.len();
+        info.dtype.decode_into(self.bytes(info), out);
+        if let Some(offset) = out[start..].iter().position(|v| !v.is_finite()) {
             return Err(CheckpointError::NonFinite {
                 path: self.path.clone(),
                 tensor: info.name.clone(),
-                index,
-                value: values[index],
+                index: offset,
+                value: out[start + offset],
             });
         }
-        Ok(values)
+        Ok(())
     }
 
     /// Tells the kernel the tensor's pages will not be read again soon, so a streaming pass

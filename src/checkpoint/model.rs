@@ -187,6 +187,12 @@ impl Model {
         self.file_of(entry).read_f32(&entry.info)
     }
 
+    /// Appends the named tensor's values as `f32` to `out` (rejecting non-finite values).
+    pub fn read_f32_into(&self, name: &str, out: &mut Vec<f32>) -> Result<(), CheckpointError> {
+        let entry = self.entry(name)?;
+        self.file_of(entry).read_f32_into(&entry.info, out)
+    }
+
     /// Drops the named tensor's pages from memory after a streaming pass has used them.
     pub fn release(&self, name: &str) {
         if let Some(entry) = self.get(name) {

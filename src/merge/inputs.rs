@@ -35,12 +35,32 @@ impl<B: Backend> TensorInputs<B> {
         device: &B::Device,
     ) -> TensorInputs<B> {
         let n = base.len();
-        let k = experts.len();
-        let mut rows = Vec::with_capacity((k + 1) * n);
+        let mut rows = Vec::with_capacity((experts.len() + 1) * n);
         rows.extend_from_slice(base);
         for expert in experts {
             debug_assert_eq!(expert.len(), n, "expert shape checked by ModelSet");
-            rows.extend(expert.iter().zip(base).map(|(e, b)| e - b));
+            rows.extend_from_slice(expert);
+        }
+        Self::from_weights(name, shape, block, rows, experts.len(), device)
+    }
+
+    /// Builds the inputs from `[base, expert_1, ..., expert_k]` concatenated, turning the expert
+    /// rows into task vectors in place.
+    fn from_weights(
+        name: &str,
+        shape: &[usize],
+        block: Option<BlockPosition>,
+        mut rows: Vec<f32>,
+        k: usize,
+        device: &B::Device,
+    ) -> TensorInputs<B> {
+        let n = rows.len() / (k + 1);
+        let (base, experts) = rows.split_at_mut(n);
+        for expert in experts.chunks_mut(n.max(1)) {
+            expert
+                .iter_mut()
+                .zip(base.iter())
+                .for_each(|(e, b)| *e -= b);
         }
         let stacked = Tensor::from_data(TensorData::new(rows, [k + 1, n]), device);
         TensorInputs {
@@ -213,6 +233,9 @@ pub fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 
 impl<B: Backend> TensorInputs<B> {
     /// Reads tensor `name` of the base and every expert of `set` and puts it on `device`.
+    ///
+    /// The values are decoded straight into the stacked rows, and each file's pages are released
+    /// once read, so a streaming merge holds about `k + 1` copies of one tensor in f32.
     pub fn read(
         set: &ModelSet,
         name: &str,
@@ -220,18 +243,18 @@ impl<B: Backend> TensorInputs<B> {
         device: &B::Device,
     ) -> Result<TensorInputs<B>, CheckpointError> {
         let entry = set.base.entry(name)?;
-        let base = set.base.read_f32(name)?;
-        let experts = set
-            .experts
-            .iter()
-            .map(|e| e.read_f32(name))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(TensorInputs::new(
+        let k = set.experts.len();
+        let mut rows = Vec::with_capacity((k + 1) * entry.info.numel());
+        for model in std::iter::once(&set.base).chain(&set.experts) {
+            model.read_f32_into(name, &mut rows)?;
+            model.release(name);
+        }
+        Ok(TensorInputs::from_weights(
             name,
             &entry.info.shape,
             block,
-            &base,
-            &experts,
+            rows,
+            k,
             device,
         ))
     }

@@ -58,8 +58,6 @@ pub fn merge_streaming<B: Backend>(
         let merged = host_values(merge_tensor(resolved.method, &inputs, p, resolved.seed));
         drop(inputs);
         writer.write(name, &merged)?;
-        set.base.release(name);
-        set.experts.iter().for_each(|e| e.release(name));
         progress.inc(1);
     }
     if set.base.is_dir() {
