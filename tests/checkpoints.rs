@@ -14,32 +14,7 @@ use mergesearch::checkpoint::{
 };
 use serde_json::Value;
 
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "mergesearch-checkpoints-{test}-{}",
-            std::process::id()
-        ));
-        if path.exists() {
-            fs::remove_dir_all(&path).unwrap();
-        }
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::common::TempDir;
 
 fn spec(name: &str, shape: &[usize], dtype: Dtype) -> TensorSpec {
     TensorSpec {
@@ -111,7 +86,7 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 
 #[test]
 fn bf16_and_f16_round_trip_exactly_and_rewrite_byte_identically() {
-    let dir = TempDir::new("roundtrip");
+    let dir = TempDir::new("checkpoints", "roundtrip");
     let mut bf = values(1, 64);
     // Ties to even, signed zero, a value far outside f16's range, a tiny one.
     bf[..5].copy_from_slice(&[1.0 + 2f32.powi(-8), -0.0, 0.0, 3.0e38, -1.0e-30]);
@@ -204,7 +179,7 @@ fn sharded_tensors() -> Vec<(TensorSpec, Vec<f32>)> {
 
 #[test]
 fn sharded_round_trip_writes_an_index_and_pt_metadata() {
-    let dir = TempDir::new("sharded");
+    let dir = TempDir::new("checkpoints", "sharded");
     let out = dir.join("model");
     let tensors = sharded_tensors();
     // Each 16x16 F32 tensor is 1024 bytes: two per 2048-byte shard, the small one alone.
@@ -285,7 +260,7 @@ fn sharded_round_trip_writes_an_index_and_pt_metadata() {
 
 #[test]
 fn a_tensor_larger_than_the_shard_size_gets_a_shard_of_its_own() {
-    let dir = TempDir::new("oversized");
+    let dir = TempDir::new("checkpoints", "oversized");
     let out = dir.join("model");
     let tensors = vec![
         (spec("small", &[4], Dtype::F32), values(1, 4)),
@@ -338,7 +313,7 @@ fn expect_corrupt(dir: &TempDir, name: &str, bytes: &[u8], phrase: &str) -> Stri
 
 #[test]
 fn a_file_truncated_inside_its_data_is_refused() {
-    let dir = TempDir::new("truncated");
+    let dir = TempDir::new("checkpoints", "truncated");
     let out = dir.join("model");
     let tensors = vec![
         (spec("first", &[8], Dtype::F32), values(1, 8)),
@@ -358,7 +333,7 @@ fn a_file_truncated_inside_its_data_is_refused() {
 
 #[test]
 fn malformed_headers_are_refused_with_the_reason() {
-    let dir = TempDir::new("malformed");
+    let dir = TempDir::new("checkpoints", "malformed");
     expect_corrupt(&dir, "empty.safetensors", &[], "shorter than the 8-byte");
     expect_corrupt(
         &dir,
@@ -406,7 +381,7 @@ fn malformed_headers_are_refused_with_the_reason() {
 
 #[test]
 fn overlapping_and_out_of_range_offsets_are_refused() {
-    let dir = TempDir::new("offsets");
+    let dir = TempDir::new("checkpoints", "offsets");
     let overlap = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
     let msg = expect_corrupt(
         &dir,
@@ -446,7 +421,7 @@ fn overlapping_and_out_of_range_offsets_are_refused() {
 fn overlap_is_found_even_with_an_empty_tensor_between() {
     // "a" covers 0..16 and "b" 8..12; the zero-sized "z" at offset 4 sorts between them and must
     // not hide the overlap.
-    let dir = TempDir::new("overlap_empty");
+    let dir = TempDir::new("checkpoints", "overlap_empty");
     let json = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"z":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
     let msg = expect_corrupt(
         &dir,
@@ -472,7 +447,7 @@ fn overlap_is_found_even_with_an_empty_tensor_between() {
 
 #[test]
 fn an_unsupported_dtype_names_the_tensor_and_the_dtype() {
-    let dir = TempDir::new("dtype");
+    let dir = TempDir::new("checkpoints", "dtype");
     let path = dir.join("ids.safetensors");
     let json = r#"{"input_ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},"w":{"dtype":"F32","shape":[1],"data_offsets":[16,20]}}"#;
     fs::write(&path, raw_file(json, &[0; 20])).unwrap();
@@ -500,7 +475,7 @@ fn an_unsupported_dtype_names_the_tensor_and_the_dtype() {
 
 #[test]
 fn missing_paths_and_empty_directories_are_clear_errors() {
-    let dir = TempDir::new("missing");
+    let dir = TempDir::new("checkpoints", "missing");
     let nowhere = dir.join("nowhere");
     let err = open_err(&nowhere);
     assert!(matches!(err, CheckpointError::Io { .. }), "{err:?}");
@@ -526,7 +501,7 @@ fn model_set_err(base: &Path, experts: &[PathBuf]) -> CheckpointError {
 
 #[test]
 fn model_set_reports_missing_and_misshapen_tensors_with_their_files() {
-    let dir = TempDir::new("modelset");
+    let dir = TempDir::new("checkpoints", "modelset");
     let full = |shape_b: &[usize]| {
         vec![
             (spec("a", &[4], Dtype::F32), values(1, 4)),
@@ -599,7 +574,7 @@ fn model_set_reports_missing_and_misshapen_tensors_with_their_files() {
 
 #[test]
 fn model_set_report_is_capped() {
-    let dir = TempDir::new("modelset_cap");
+    let dir = TempDir::new("checkpoints", "modelset_cap");
     let tensors: Vec<(TensorSpec, Vec<f32>)> = (0..9)
         .map(|i| (spec(&format!("t{i}"), &[2], Dtype::F32), values(i, 2)))
         .collect();
@@ -613,7 +588,7 @@ fn model_set_report_is_capped() {
 
 #[test]
 fn non_finite_values_are_refused_with_the_tensor_name() {
-    let dir = TempDir::new("nonfinite");
+    let dir = TempDir::new("checkpoints", "nonfinite");
     let out = dir.join("model");
     let mut with_nan = values(1, 8);
     with_nan[3] = f32::NAN;
@@ -685,7 +660,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn an_unfinished_writer_leaves_nothing_behind() {
-    let dir = TempDir::new("unfinished");
+    let dir = TempDir::new("checkpoints", "unfinished");
     let out = dir.join("out");
     let tensors = two_tensors();
 
@@ -701,7 +676,11 @@ fn an_unfinished_writer_leaves_nothing_behind() {
     drop(writer);
     assert!(!out.exists());
     assert!(!staging.exists());
-    assert_eq!(entries(&dir.0), Vec::<String>::new(), "partial output left");
+    assert_eq!(
+        entries(dir.path()),
+        Vec::<String>::new(),
+        "partial output left"
+    );
 
     // A writer that fails in finish (a tensor never written) cleans up as well.
     let mut writer = ModelWriter::create(&out, specs_of(&tensors), 1 << 20, false).unwrap();
@@ -709,7 +688,11 @@ fn an_unfinished_writer_leaves_nothing_behind() {
     let err = writer.finish().unwrap_err();
     assert!(err.to_string().contains("\"y\" was never written"), "{err}");
     assert!(!out.exists());
-    assert_eq!(entries(&dir.0), Vec::<String>::new(), "partial output left");
+    assert_eq!(
+        entries(dir.path()),
+        Vec::<String>::new(),
+        "partial output left"
+    );
 
     // Writing out of order or with the wrong size is refused.
     let mut writer = ModelWriter::create(&out, specs_of(&tensors), 1 << 20, false).unwrap();
@@ -725,14 +708,14 @@ fn an_unfinished_writer_leaves_nothing_behind() {
         "{err}"
     );
     drop(writer);
-    assert_eq!(entries(&dir.0), Vec::<String>::new());
+    assert_eq!(entries(dir.path()), Vec::<String>::new());
 
     assert!(ModelWriter::create(&out, specs_of(&tensors), 0, false).is_err());
 }
 
 #[test]
 fn an_existing_output_is_kept_without_overwrite_and_replaced_with_it() {
-    let dir = TempDir::new("overwrite");
+    let dir = TempDir::new("checkpoints", "overwrite");
     let out = dir.join("out");
     fs::create_dir(&out).unwrap();
     fs::write(out.join("keep.txt"), "precious").unwrap();
@@ -753,7 +736,7 @@ fn an_existing_output_is_kept_without_overwrite_and_replaced_with_it() {
         fs::read_to_string(out.join("keep.txt")).unwrap(),
         "precious"
     );
-    assert_eq!(entries(&dir.0), ["out"]);
+    assert_eq!(entries(dir.path()), ["out"]);
 
     // With overwrite, the old content survives until finish; an abandoned writer keeps it.
     let mut writer = ModelWriter::create(&out, specs_of(&tensors), 1 << 20, true).unwrap();
@@ -761,7 +744,7 @@ fn an_existing_output_is_kept_without_overwrite_and_replaced_with_it() {
     assert_eq!(entries(&out), ["keep.txt"]);
     drop(writer);
     assert_eq!(entries(&out), ["keep.txt"]);
-    assert_eq!(entries(&dir.0), ["out"]);
+    assert_eq!(entries(dir.path()), ["out"]);
 
     let mut writer = ModelWriter::create(&out, specs_of(&tensors), 1 << 20, true).unwrap();
     for (s, v) in &tensors {
@@ -770,7 +753,7 @@ fn an_existing_output_is_kept_without_overwrite_and_replaced_with_it() {
     assert_eq!(writer.finish().unwrap(), out);
     assert_eq!(entries(&out), [SINGLE_FILE]);
     assert_eq!(
-        entries(&dir.0),
+        entries(dir.path()),
         ["out"],
         "the old output or staging was left"
     );
@@ -780,7 +763,7 @@ fn an_existing_output_is_kept_without_overwrite_and_replaced_with_it() {
 
 #[test]
 fn auxiliary_files_are_copied_without_weights_and_with_the_new_dtype() {
-    let dir = TempDir::new("auxiliary");
+    let dir = TempDir::new("checkpoints", "auxiliary");
     let src = dir.join("src");
     fs::create_dir(&src).unwrap();
     let config = serde_json::json!({
@@ -882,7 +865,7 @@ fn expect_bad_index(dir: &Path, phrases: &[&str]) {
 
 #[test]
 fn an_index_that_disagrees_with_its_shards_is_refused() {
-    let dir = TempDir::new("badindex");
+    let dir = TempDir::new("checkpoints", "badindex");
     let tensors = sharded_tensors();
 
     // A tensor listed under the wrong (existing) shard.

@@ -2,7 +2,7 @@
 //! codes and messages, and `inspect`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use half::bf16;
@@ -20,34 +20,11 @@ const SPEC: SyntheticSpec = SyntheticSpec {
 const SEED: u64 = 7;
 const TOKENIZER: &str = r#"{"version":"1.0","model":{"type":"BPE","vocab":{}}}"#;
 
-/// A fresh folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("mergesearch-cli-{test}-{}", std::process::id()));
-        if path.exists() {
-            fs::remove_dir_all(&path).unwrap();
-        }
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::common::TempDir;
 
 /// A folder with `base`, `expert_a`, `expert_b` (synthetic, BF16) and a tokenizer in the base.
 fn models(test: &str) -> TempDir {
-    let dir = TempDir::new(test);
+    let dir = TempDir::new("cli", test);
     write_synthetic_model(
         &dir.join("base"),
         &SPEC,
@@ -460,7 +437,7 @@ fn an_existing_output_needs_overwrite() {
     assert!(!out_dir.join("notes.txt").exists());
     assert_eq!(open(&out_dir).tensors().len(), SPEC.tensors().len());
     // No staging or moved-aside folder is left beside it.
-    let mut siblings: Vec<String> = fs::read_dir(&dir.0)
+    let mut siblings: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();

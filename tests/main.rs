@@ -1,3 +1,6 @@
+//! The integration tests, one binary.
+
 mod checkpoints;
 mod cli;
+mod common;
 mod methods;
