@@ -5,7 +5,7 @@
 //! per 4 KiB page (measured here: allocation alone took longer than the merge). mimalloc, told
 //! never to purge freed memory, hands the same pages back to the next candidate.
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static GLOBAL: mergesearch::alloc::MiMalloc = mergesearch::alloc::MiMalloc;
 //! fn main() {

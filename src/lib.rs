@@ -8,3 +8,4 @@ pub mod device;
 pub mod fixtures;
 pub mod merge;
 pub mod rng;
+pub mod zoo;

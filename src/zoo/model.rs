@@ -1,0 +1,518 @@
+//! The zoo's models: a small pre-norm Vision Transformer encoder (and an MLP variant for fast
+//! tests), with tensor names in the Hugging Face ViT style so that layer grouping finds the
+//! blocks (`vit.encoder.layer.3.attention.attention.query.weight`), and one linear head per task.
+//!
+//! Encoder and heads are stored apart: merging touches only the encoder; each task keeps the head
+//! of its own expert (as the CLIP benchmark keeps each task's fixed classification head).
+//! Weights are exported as `[out, in]` matrices, as PyTorch's `nn.Linear` stores them.
+
+use std::collections::HashMap;
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use serde::{Deserialize, Serialize};
+
+use super::tasks::IMAGE_SIZE;
+
+/// Shape of an encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncoderConfig {
+    /// `vit` or `mlp`.
+    pub kind: EncoderKind,
+    /// Width of the tokens (ViT) or hidden layers (MLP).
+    pub dim: usize,
+    /// Number of transformer blocks (ViT) or hidden layers (MLP).
+    pub depth: usize,
+    /// Attention heads (ViT).
+    pub heads: usize,
+    /// Side of a square patch (ViT); `IMAGE_SIZE` must be a multiple.
+    pub patch: usize,
+    /// Hidden width of each block's MLP, as a multiple of `dim` (ViT).
+    pub mlp_ratio: usize,
+}
+
+/// The encoder architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    /// Pre-norm Vision Transformer.
+    Vit,
+    /// A plain MLP on the pixels (fast tests).
+    Mlp,
+}
+
+impl EncoderConfig {
+    /// The zoo's ViT: 4 blocks of width 64, 4 heads, 4x4 patches.
+    pub fn vit() -> EncoderConfig {
+        EncoderConfig {
+            kind: EncoderKind::Vit,
+            dim: 64,
+            depth: 4,
+            heads: 4,
+            patch: 4,
+            mlp_ratio: 2,
+        }
+    }
+
+    /// A small MLP for fast tests.
+    pub fn mlp() -> EncoderConfig {
+        EncoderConfig {
+            kind: EncoderKind::Mlp,
+            dim: 64,
+            depth: 2,
+            heads: 1,
+            patch: 1,
+            mlp_ratio: 1,
+        }
+    }
+
+    fn tokens(&self) -> usize {
+        (IMAGE_SIZE / self.patch).pow(2) + 1
+    }
+
+    /// Initializes an encoder with random weights from the backend's seeded generator.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Encoder<B> {
+        let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+        let norm = || LayerNormConfig::new(self.dim).init(device);
+        match self.kind {
+            EncoderKind::Vit => Encoder {
+                patch: linear(self.patch * self.patch, self.dim),
+                cls_token: Param::from_tensor(Tensor::random(
+                    [1, 1, self.dim],
+                    burn::tensor::Distribution::Normal(0.0, 0.02),
+                    device,
+                )),
+                position: Param::from_tensor(Tensor::random(
+                    [1, self.tokens(), self.dim],
+                    burn::tensor::Distribution::Normal(0.0, 0.02),
+                    device,
+                )),
+                blocks: (0..self.depth)
+                    .map(|_| Block {
+                        norm1: norm(),
+                        query: linear(self.dim, self.dim),
+                        key: linear(self.dim, self.dim),
+                        value: linear(self.dim, self.dim),
+                        out: linear(self.dim, self.dim),
+                        norm2: norm(),
+                        fc1: linear(self.dim, self.dim * self.mlp_ratio),
+                        fc2: linear(self.dim * self.mlp_ratio, self.dim),
+                    })
+                    .collect(),
+                layers: Vec::new(),
+                norm: norm(),
+                heads: self.heads,
+                patch_size: self.patch,
+            },
+            EncoderKind::Mlp => Encoder {
+                patch: linear(IMAGE_SIZE * IMAGE_SIZE, self.dim),
+                cls_token: Param::from_tensor(Tensor::zeros([1, 1, 1], device)),
+                position: Param::from_tensor(Tensor::zeros([1, 1, 1], device)),
+                blocks: Vec::new(),
+                layers: (0..self.depth)
+                    .map(|_| linear(self.dim, self.dim))
+                    .collect(),
+                norm: norm(),
+                heads: 1,
+                patch_size: 1,
+            },
+        }
+    }
+}
+
+/// A pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    norm1: LayerNorm<B>,
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    out: Linear<B>,
+    norm2: LayerNorm<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+}
+
+/// The shared encoder: images in, one feature vector per image out.
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    patch: Linear<B>,
+    cls_token: Param<Tensor<B, 3>>,
+    position: Param<Tensor<B, 3>>,
+    blocks: Vec<Block<B>>,
+    layers: Vec<Linear<B>>,
+    norm: LayerNorm<B>,
+    heads: usize,
+    patch_size: usize,
+}
+
+impl<B: Backend> Block<B> {
+    fn forward(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
+        let [batch, tokens, dim] = x.dims();
+        let head_dim = dim / heads;
+        let h = self.norm1.forward(x.clone());
+        let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
+        let q = split(self.query.forward(h.clone()));
+        let k = split(self.key.forward(h.clone()));
+        let v = split(self.value.forward(h));
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt());
+        let attended = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, tokens, dim]);
+        let x = x + self.out.forward(attended);
+        let h = self.norm2.forward(x.clone());
+        x + self.fc2.forward(gelu(self.fc1.forward(h)))
+    }
+}
+
+impl<B: Backend> Encoder<B> {
+    /// Features of a batch of images `[batch, IMAGE_SIZE * IMAGE_SIZE]`: the ViT's normalized
+    /// class token, or the MLP's last normalized hidden layer.
+    pub fn forward(&self, images: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [batch, _] = images.dims();
+        if self.blocks.is_empty() {
+            let mut h = gelu(self.patch.forward(images));
+            for layer in &self.layers {
+                h = h.clone() + gelu(layer.forward(h));
+            }
+            return self.norm.forward(h);
+        }
+        let p = self.patch_size;
+        let side = IMAGE_SIZE / p;
+        let patches = images
+            .reshape([batch, side, p, side, p])
+            .swap_dims(2, 3)
+            .reshape([batch, side * side, p * p]);
+        let tokens = self.patch.forward(patches);
+        let dim = tokens.dims()[2];
+        let cls = self.cls_token.val().expand([batch, 1, dim]);
+        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.position.val();
+        for block in &self.blocks {
+            x = block.forward(x, self.heads);
+        }
+        let x = self.norm.forward(x);
+        x.slice([0..batch, 0..1, 0..dim]).reshape([batch, dim])
+    }
+}
+
+/// A flattened tensor with its shape, as exported or as a merge candidate holds it.
+pub type NamedTensor<B> = (String, Vec<usize>, Tensor<B, 1>);
+
+/// Tensors by name, from which a module is rebuilt.
+pub struct TensorSource<B: Backend> {
+    tensors: HashMap<String, (Vec<usize>, Tensor<B, 1>)>,
+}
+
+/// A tensor the module needs is missing or has the wrong shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("zoo model tensor {name:?}: {problem}")]
+pub struct LoadError {
+    /// The tensor.
+    pub name: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl<B: Backend> TensorSource<B> {
+    /// Indexes `tensors` by name.
+    pub fn new(tensors: impl IntoIterator<Item = NamedTensor<B>>) -> TensorSource<B> {
+        TensorSource {
+            tensors: tensors.into_iter().map(|(n, s, t)| (n, (s, t))).collect(),
+        }
+    }
+
+    fn take<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, LoadError> {
+        let (stored, t) = self.tensors.get(name).ok_or_else(|| LoadError {
+            name: name.to_string(),
+            problem: "missing".into(),
+        })?;
+        if stored.as_slice() != shape {
+            return Err(LoadError {
+                name: name.to_string(),
+                problem: format!("has shape {stored:?}, the model needs {shape:?}"),
+            });
+        }
+        Ok(t.clone().reshape(shape))
+    }
+}
+
+fn flat<B: Backend, const D: usize>(name: String, t: Tensor<B, D>) -> NamedTensor<B> {
+    let shape = t.dims().to_vec();
+    let n: usize = shape.iter().product();
+    (name, shape, t.reshape([n]))
+}
+
+/// Exports a linear layer as `{prefix}.weight` (`[out, in]`) and `{prefix}.bias`.
+fn export_linear<B: Backend>(prefix: &str, l: &Linear<B>, out: &mut Vec<NamedTensor<B>>) {
+    out.push(flat(format!("{prefix}.weight"), l.weight.val().transpose()));
+    if let Some(b) = &l.bias {
+        out.push(flat(format!("{prefix}.bias"), b.val()));
+    }
+}
+
+fn import_linear<B: Backend>(
+    prefix: &str,
+    like: &Linear<B>,
+    src: &TensorSource<B>,
+) -> Result<Linear<B>, LoadError> {
+    let [i, o] = like.weight.dims();
+    Ok(Linear {
+        weight: Param::from_tensor(src.take(&format!("{prefix}.weight"), [o, i])?.transpose()),
+        bias: match &like.bias {
+            Some(_) => Some(Param::from_tensor(
+                src.take(&format!("{prefix}.bias"), [o])?,
+            )),
+            None => None,
+        },
+    })
+}
+
+fn export_norm<B: Backend>(prefix: &str, n: &LayerNorm<B>, out: &mut Vec<NamedTensor<B>>) {
+    out.push(flat(format!("{prefix}.weight"), n.gamma.val()));
+    if let Some(b) = &n.beta {
+        out.push(flat(format!("{prefix}.bias"), b.val()));
+    }
+}
+
+fn import_norm<B: Backend>(
+    prefix: &str,
+    like: &LayerNorm<B>,
+    src: &TensorSource<B>,
+) -> Result<LayerNorm<B>, LoadError> {
+    let [d] = like.gamma.dims();
+    let mut norm = like.clone();
+    norm.gamma = Param::from_tensor(src.take(&format!("{prefix}.weight"), [d])?);
+    if norm.beta.is_some() {
+        norm.beta = Some(Param::from_tensor(
+            src.take(&format!("{prefix}.bias"), [d])?,
+        ));
+    }
+    Ok(norm)
+}
+
+/// Hugging Face ViT names of a block's parts: (field, name suffix).
+const BLOCK_LINEARS: [(&str, &str); 6] = [
+    ("query", "attention.attention.query"),
+    ("key", "attention.attention.key"),
+    ("value", "attention.attention.value"),
+    ("out", "attention.output.dense"),
+    ("fc1", "intermediate.dense"),
+    ("fc2", "output.dense"),
+];
+
+impl<B: Backend> Block<B> {
+    fn linear(&self, field: &str) -> &Linear<B> {
+        match field {
+            "query" => &self.query,
+            "key" => &self.key,
+            "value" => &self.value,
+            "out" => &self.out,
+            "fc1" => &self.fc1,
+            _ => &self.fc2,
+        }
+    }
+
+    fn linear_mut(&mut self, field: &str) -> &mut Linear<B> {
+        match field {
+            "query" => &mut self.query,
+            "key" => &mut self.key,
+            "value" => &mut self.value,
+            "out" => &mut self.out,
+            "fc1" => &mut self.fc1,
+            _ => &mut self.fc2,
+        }
+    }
+}
+
+impl<B: Backend> Encoder<B> {
+    /// The encoder's tensors with Hugging Face ViT-style names, in a fixed order.
+    pub fn export(&self) -> Vec<NamedTensor<B>> {
+        let mut out = Vec::new();
+        if self.blocks.is_empty() {
+            export_linear("mlp.input", &self.patch, &mut out);
+            for (i, l) in self.layers.iter().enumerate() {
+                export_linear(&format!("mlp.layers.{i}"), l, &mut out);
+            }
+            export_norm("mlp.norm", &self.norm, &mut out);
+            return out;
+        }
+        export_linear(
+            "vit.embeddings.patch_embeddings.projection",
+            &self.patch,
+            &mut out,
+        );
+        out.push(flat(
+            "vit.embeddings.cls_token".into(),
+            self.cls_token.val(),
+        ));
+        out.push(flat(
+            "vit.embeddings.position_embeddings".into(),
+            self.position.val(),
+        ));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let p = format!("vit.encoder.layer.{i}");
+            export_norm(&format!("{p}.layernorm_before"), &block.norm1, &mut out);
+            for (field, suffix) in BLOCK_LINEARS {
+                export_linear(&format!("{p}.{suffix}"), block.linear(field), &mut out);
+            }
+            export_norm(&format!("{p}.layernorm_after"), &block.norm2, &mut out);
+        }
+        export_norm("vit.layernorm", &self.norm, &mut out);
+        out
+    }
+
+    /// A copy of this encoder whose weights come from `src` (names as [`Encoder::export`]).
+    pub fn import(&self, src: &TensorSource<B>) -> Result<Encoder<B>, LoadError> {
+        let mut e = self.clone();
+        if self.blocks.is_empty() {
+            e.patch = import_linear("mlp.input", &self.patch, src)?;
+            for (i, l) in self.layers.iter().enumerate() {
+                e.layers[i] = import_linear(&format!("mlp.layers.{i}"), l, src)?;
+            }
+            e.norm = import_norm("mlp.norm", &self.norm, src)?;
+            return Ok(e);
+        }
+        e.patch = import_linear(
+            "vit.embeddings.patch_embeddings.projection",
+            &self.patch,
+            src,
+        )?;
+        e.cls_token =
+            Param::from_tensor(src.take("vit.embeddings.cls_token", self.cls_token.dims())?);
+        e.position = Param::from_tensor(
+            src.take("vit.embeddings.position_embeddings", self.position.dims())?,
+        );
+        for (i, block) in self.blocks.iter().enumerate() {
+            let p = format!("vit.encoder.layer.{i}");
+            let b = &mut e.blocks[i];
+            b.norm1 = import_norm(&format!("{p}.layernorm_before"), &block.norm1, src)?;
+            for (field, suffix) in BLOCK_LINEARS {
+                *b.linear_mut(field) =
+                    import_linear(&format!("{p}.{suffix}"), block.linear(field), src)?;
+            }
+            b.norm2 = import_norm(&format!("{p}.layernorm_after"), &block.norm2, src)?;
+        }
+        e.norm = import_norm("vit.layernorm", &self.norm, src)?;
+        Ok(e)
+    }
+}
+
+/// A task's classification head on the encoder's features.
+#[derive(Module, Debug)]
+pub struct Head<B: Backend> {
+    linear: Linear<B>,
+}
+
+impl<B: Backend> Head<B> {
+    /// A randomly initialized head from `dim` features to `classes` logits.
+    pub fn new(dim: usize, classes: usize, device: &B::Device) -> Head<B> {
+        Head {
+            linear: LinearConfig::new(dim, classes).init(device),
+        }
+    }
+
+    /// Logits `[batch, classes]`.
+    pub fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.linear.forward(features)
+    }
+
+    /// Exports as `heads.{task}.weight` / `.bias`.
+    pub fn export(&self, task: &str) -> Vec<NamedTensor<B>> {
+        let mut out = Vec::new();
+        export_linear(&format!("heads.{task}"), &self.linear, &mut out);
+        out
+    }
+
+    /// A copy with weights from `src`.
+    pub fn import(&self, task: &str, src: &TensorSource<B>) -> Result<Head<B>, LoadError> {
+        Ok(Head {
+            linear: import_linear(&format!("heads.{task}"), &self.linear, src)?,
+        })
+    }
+}
+
+/// An encoder with one head: what trains as an expert, and what scores one task.
+#[derive(Module, Debug)]
+pub struct Classifier<B: Backend> {
+    /// The shared encoder.
+    pub encoder: Encoder<B>,
+    /// The task's head.
+    pub head: Head<B>,
+}
+
+impl<B: Backend> Classifier<B> {
+    /// Logits for a batch of images.
+    pub fn forward(&self, images: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.head.forward(self.encoder.forward(images))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    type B = Flex;
+
+    #[test]
+    fn export_names_follow_hugging_face_and_import_round_trips() {
+        let device = Default::default();
+        for config in [EncoderConfig::vit(), EncoderConfig::mlp()] {
+            let encoder = config.init::<B>(&device);
+            let exported = encoder.export();
+            if config.kind == EncoderKind::Vit {
+                let names: Vec<&str> = exported.iter().map(|(n, _, _)| n.as_str()).collect();
+                assert!(names.contains(&"vit.encoder.layer.3.attention.attention.query.weight"));
+                assert!(names.contains(&"vit.embeddings.position_embeddings"));
+                let groups =
+                    crate::checkpoint::LayerGroups::new(&names, &"layer".parse().unwrap()).unwrap();
+                assert_eq!(
+                    groups.len(),
+                    config.depth + 2,
+                    "embeddings, blocks, head: {:?}",
+                    groups.names
+                );
+            }
+            let images = Tensor::<B, 2>::random(
+                [3, IMAGE_SIZE * IMAGE_SIZE],
+                burn::tensor::Distribution::Default,
+                &device,
+            );
+            let before = encoder.forward(images.clone());
+            assert_eq!(before.dims(), [3, config.dim]);
+            // A fresh encoder loaded with the exported tensors computes the same features (to
+            // rounding: the transposed weights change the order of the matrix products' sums).
+            let other = config
+                .init::<B>(&device)
+                .import(&TensorSource::new(exported))
+                .unwrap();
+            let after = other.forward(images);
+            let diff = (before - after).abs().max().into_scalar();
+            assert!(diff < 1e-4, "{config:?}: features differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn import_names_a_missing_or_misshapen_tensor() {
+        let device = Default::default();
+        let encoder = EncoderConfig::mlp().init::<B>(&device);
+        let mut tensors = encoder.export();
+        tensors.retain(|(n, _, _)| n != "mlp.norm.bias");
+        let err = encoder
+            .import(&TensorSource::new(tensors.clone()))
+            .unwrap_err();
+        assert_eq!(err.name, "mlp.norm.bias");
+        tensors[0].1 = vec![1, tensors[0].2.dims()[0]];
+        let err = encoder.import(&TensorSource::new(tensors)).unwrap_err();
+        assert!(err.problem.contains("shape"), "{err}");
+    }
+}

@@ -1,0 +1,133 @@
+//! Training and scoring the zoo's classifiers: Adam on cross-entropy over seeded mini-batches,
+//! and batched accuracy.
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::ProgressBar;
+
+use super::model::Classifier;
+use super::tasks::{Dataset, IMAGE_SIZE};
+use crate::rng::Rng;
+
+/// How long and how fast to train.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per step.
+    pub batch: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Seed of the batch order.
+    pub seed: u64,
+}
+
+/// A batch of images and labels on `device`.
+pub fn batch<B: Backend>(
+    data: &Dataset,
+    indices: &[usize],
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+    let pixels = IMAGE_SIZE * IMAGE_SIZE;
+    let mut images = Vec::with_capacity(indices.len() * pixels);
+    let mut labels = Vec::with_capacity(indices.len());
+    for &i in indices {
+        images.extend_from_slice(data.image(i));
+        labels.push(data.labels[i] as i64);
+    }
+    (
+        Tensor::from_data(TensorData::new(images, [indices.len(), pixels]), device),
+        Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
+    )
+}
+
+/// Trains `model` on `data`; returns it with the mean loss of the last tenth of the steps.
+pub fn train<B: AutodiffBackend>(
+    mut model: Classifier<B>,
+    data: &Dataset,
+    config: &TrainConfig,
+    device: &B::Device,
+    progress: &ProgressBar,
+) -> (Classifier<B>, f64) {
+    let mut optimizer = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut rng = Rng::new(config.seed);
+    let tail = (config.steps / 10).max(1);
+    let mut tail_loss = 0.0;
+    for step in 0..config.steps {
+        let indices: Vec<usize> = (0..config.batch)
+            .map(|_| (rng.next_u64() % data.len() as u64) as usize)
+            .collect();
+        let (images, labels) = batch::<B>(data, &indices, device);
+        let loss = loss_fn.forward(model.forward(images), labels);
+        if step + tail >= config.steps {
+            tail_loss += loss.clone().into_scalar().elem::<f64>() / tail as f64;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(config.lr, model, grads);
+        progress.inc(1);
+    }
+    (model, tail_loss)
+}
+
+/// Fraction of `data` that `model` classifies correctly, in batches of 512.
+pub fn accuracy<B: Backend>(model: &Classifier<B>, data: &Dataset, device: &B::Device) -> f64 {
+    let mut correct = 0usize;
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(512) {
+        let (images, labels) = batch::<B>(data, chunk, device);
+        let predicted = model.forward(images).argmax(1).reshape([chunk.len()]);
+        correct += predicted
+            .equal(labels)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<i64>() as usize;
+    }
+    correct as f64 / data.len().max(1) as f64
+}
+
+/// The inference copy of a trained model (autodiff graph dropped).
+pub fn inference<B: AutodiffBackend>(model: &Classifier<B>) -> Classifier<B::InnerBackend> {
+    model.valid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::model::{EncoderConfig, Head};
+    use crate::zoo::tasks::{Split, Task, generate};
+    use burn::backend::{Autodiff, Flex};
+
+    #[test]
+    fn a_short_training_run_beats_chance_on_most_seeds() {
+        type A = Autodiff<Flex>;
+        let device = Default::default();
+        let train_set = generate(Task::Position, Split::Train, 600, 1);
+        let test_set = generate(Task::Position, Split::Test, 300, 1);
+        let chance = 1.0 / Task::Position.num_classes() as f64;
+        let mut successes = 0;
+        for seed in 0..3 {
+            <A as Backend>::seed(&device, seed);
+            let config = EncoderConfig::mlp();
+            let model = Classifier {
+                encoder: config.init::<A>(&device),
+                head: Head::new(config.dim, Task::Position.num_classes(), &device),
+            };
+            let steps = TrainConfig {
+                steps: 60,
+                batch: 32,
+                lr: 3e-3,
+                seed,
+            };
+            let (model, _) = train(model, &train_set, &steps, &device, &ProgressBar::hidden());
+            if accuracy(&inference(&model), &test_set, &device) > 3.0 * chance {
+                successes += 1;
+            }
+        }
+        assert!(successes >= 2, "beat 3x chance on only {successes}/3 seeds");
+    }
+}
