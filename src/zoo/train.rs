@@ -103,19 +103,19 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
 
     #[test]
-    fn a_short_training_run_beats_chance_on_most_seeds() {
+    fn sixty_steps_double_chance_on_most_seeds() {
         type A = Autodiff<Flex>;
         let device = Default::default();
-        let train_set = generate(Task::Position, Split::Train, 600, 1);
-        let test_set = generate(Task::Position, Split::Test, 300, 1);
-        let chance = 1.0 / Task::Position.num_classes() as f64;
+        let train_set = generate(Task::Digits, Split::Train, 600, 1);
+        let test_set = generate(Task::Digits, Split::Test, 300, 1);
+        let chance = 1.0 / Task::Digits.num_classes() as f64;
         let mut successes = 0;
         for seed in 0..3 {
             <A as Backend>::seed(&device, seed);
             let config = EncoderConfig::mlp();
             let model = Classifier {
                 encoder: config.init::<A>(&device),
-                head: Head::new(config.dim, Task::Position.num_classes(), &device),
+                head: Head::new(config.dim, Task::Digits.num_classes(), &device),
             };
             let steps = TrainConfig {
                 steps: 60,
@@ -124,10 +124,11 @@ mod tests {
                 seed,
             };
             let (model, _) = train(model, &train_set, &steps, &device, &ProgressBar::hidden());
-            if accuracy(&inference(&model), &test_set, &device) > 3.0 * chance {
+            let acc = accuracy(&inference(&model), &test_set, &device);
+            if acc > 2.0 * chance {
                 successes += 1;
             }
         }
-        assert!(successes >= 2, "beat 3x chance on only {successes}/3 seeds");
+        assert!(successes >= 2, "beat 2x chance on only {successes}/3 seeds");
     }
 }
