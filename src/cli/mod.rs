@@ -19,6 +19,7 @@ use crate::checkpoint::{Dtype, Model, ModelSet};
 use crate::device::DeviceSpec;
 use crate::fixtures::{SyntheticSpec, write_synthetic_model};
 use crate::merge::{StreamOptions, merge_streaming};
+use crate::zoo::build::{ZooConfig, build as build_zoo};
 
 /// Search the coefficients with which fine-tuned checkpoints of one base model are merged.
 #[derive(Debug, Parser)]
@@ -79,6 +80,12 @@ pub enum Command {
         #[arg(long, default_value = "5GB", value_parser = parse_size_arg)]
         max_shard_size: u64,
     },
+    /// The built-in multi-task benchmark (a ViT zoo with real experts).
+    Zoo {
+        /// What to do with the zoo.
+        #[command(subcommand)]
+        command: ZooCommand,
+    },
     /// Build small synthetic models and merge them with TIES (the default job).
     Demo {
         /// Folder for the demo models, config and merged model.
@@ -87,6 +94,29 @@ pub enum Command {
         /// Compute device: cpu or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
+    },
+}
+
+/// The `zoo` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ZooCommand {
+    /// Train the base and the eight experts on the CPU (cached: a second call is instant).
+    Build {
+        /// The zoo directory.
+        #[arg(long, default_value = "results/zoo")]
+        out: PathBuf,
+        /// Seed of data, initialization and training.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Pretraining steps of the base.
+        #[arg(long)]
+        pretrain_steps: Option<usize>,
+        /// Fine-tuning steps of each expert.
+        #[arg(long)]
+        finetune_steps: Option<usize>,
+        /// Fine-tuning learning rate.
+        #[arg(long)]
+        finetune_lr: Option<f64>,
     },
 }
 
@@ -133,6 +163,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { out, device } => demo::run(&out, device),
+        Command::Zoo {
+            command:
+                ZooCommand::Build {
+                    out,
+                    seed,
+                    pretrain_steps,
+                    finetune_steps,
+                    finetune_lr,
+                },
+        } => {
+            let defaults = ZooConfig::default();
+            let config = ZooConfig {
+                seed,
+                pretrain_steps: pretrain_steps.unwrap_or(defaults.pretrain_steps),
+                finetune_steps: finetune_steps.unwrap_or(defaults.finetune_steps),
+                finetune_lr: finetune_lr.unwrap_or(defaults.finetune_lr),
+                ..defaults
+            };
+            zoo_build(&out, &config)
+        }
     }
 }
 
@@ -175,6 +225,45 @@ pub fn merge(
 
 fn parse_size_arg(text: &str) -> Result<u64, String> {
     parse_size(&toml::Value::String(text.to_string()))
+}
+
+/// Builds (or finds cached) the zoo and prints each model's accuracy.
+fn zoo_build(out: &std::path::Path, config: &ZooConfig) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "zoo [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta} {wide_msg}",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
+    let manifest = build_zoo(out, config, &bar)?;
+    bar.finish_and_clear();
+    println!(
+        "zoo: {} (built in {:.0}s)",
+        out.display(),
+        manifest.build_seconds
+    );
+    println!(
+        "{:<14} {:>8} {:>10} {:>8}",
+        "model", "classes", "val acc", "test acc"
+    );
+    let p = &manifest.pretrain;
+    println!(
+        "{:<14} {:>8} {:>10.3} {:>8.3}",
+        "base (pretrain)", 8, p.validation_accuracy, p.test_accuracy
+    );
+    for t in &manifest.tasks {
+        let m = &t.metrics;
+        println!(
+            "{:<14} {:>8} {:>10.3} {:>8.3}",
+            t.name,
+            t.classes.len(),
+            m.validation_accuracy,
+            m.test_accuracy
+        );
+    }
+    Ok(())
 }
 
 /// A progress bar over tensors on stderr (hidden when stderr is not a terminal).

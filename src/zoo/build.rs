@@ -1,0 +1,384 @@
+//! Building the zoo: pretrain the base on the broad pretraining task, fine-tune one expert per
+//! task (encoder and its own head) from it, and save everything as safetensors with a `zoo.json`
+//! manifest. Deterministic for a seed; cached: a zoo whose manifest records the same config is
+//! reused as it is.
+//!
+//! Layout of a zoo directory:
+//!
+//! ```text
+//! zoo.json                      manifest: config, tasks, classes, heads, splits, metrics
+//! base/model.safetensors        the pretrained encoder
+//! experts/<task>/model.safetensors   each expert's encoder
+//! heads/model.safetensors       every task's head (`heads.<task>.weight|bias`), from its expert
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use super::model::{Classifier, EncoderConfig, Head, NamedTensor};
+use super::tasks::{Split, Task, generate, pretrain_dataset};
+use super::train::{TrainConfig, accuracy, inference, train};
+use crate::checkpoint::{CheckpointError, DEFAULT_MAX_SHARD_BYTES, Dtype, ModelWriter, TensorSpec};
+use crate::merge::host_values;
+
+/// Everything that determines a zoo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooConfig {
+    /// Seed of data, initialization and batch order.
+    pub seed: u64,
+    /// The encoder architecture.
+    pub encoder: EncoderConfig,
+    /// Pretraining examples (drawn from all eight generators).
+    pub pretrain_examples: usize,
+    /// Pretraining steps.
+    pub pretrain_steps: usize,
+    /// Pretraining learning rate.
+    pub pretrain_lr: f64,
+    /// Training examples per task.
+    pub train_examples: usize,
+    /// Validation and test examples per task (each).
+    pub eval_examples: usize,
+    /// Fine-tuning steps per expert.
+    pub finetune_steps: usize,
+    /// Fine-tuning learning rate.
+    pub finetune_lr: f64,
+    /// Examples per step.
+    pub batch: usize,
+}
+
+impl Default for ZooConfig {
+    fn default() -> Self {
+        ZooConfig {
+            seed: 0,
+            encoder: EncoderConfig::vit(),
+            pretrain_examples: 8000,
+            pretrain_steps: 500,
+            pretrain_lr: 1e-3,
+            train_examples: 4000,
+            eval_examples: 1000,
+            finetune_steps: 160,
+            finetune_lr: 5e-4,
+            batch: 32,
+        }
+    }
+}
+
+/// Accuracy and loss of one trained model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Mean training loss over the last tenth of the steps.
+    pub train_loss: f64,
+    /// Accuracy on the validation split.
+    pub validation_accuracy: f64,
+    /// Accuracy on the test split.
+    pub test_accuracy: f64,
+}
+
+/// One task of the zoo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    /// Task name.
+    pub name: String,
+    /// Class names, in label order.
+    pub classes: Vec<String>,
+    /// Prefix of the task's head in `heads/model.safetensors`.
+    pub head: String,
+    /// The expert's directory, relative to the zoo.
+    pub expert: String,
+    /// Examples in the train, validation and test splits.
+    pub splits: [usize; 3],
+    /// The expert on its own task.
+    pub metrics: Metrics,
+}
+
+/// `zoo.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The config the zoo was built from.
+    pub config: ZooConfig,
+    /// The base's directory, relative to the zoo.
+    pub base: String,
+    /// The base on the pretraining task (8 generators).
+    pub pretrain: Metrics,
+    /// The heads' directory, relative to the zoo.
+    pub heads: String,
+    /// The tasks, in order.
+    pub tasks: Vec<TaskEntry>,
+    /// Wall time of the build.
+    pub build_seconds: f64,
+}
+
+/// Building or reading a zoo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ZooError {
+    /// Writing the models failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The file system refused.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `zoo.json` does not parse.
+    #[error("{}: not a zoo manifest: {reason}", path.display())]
+    BadManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+}
+
+const MANIFEST: &str = "zoo.json";
+
+type Train = Autodiff<Flex>;
+
+/// The manifest of the zoo in `dir`, if one was built there.
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, ZooError> {
+    let path = dir.join(MANIFEST);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ZooError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ZooError::BadManifest {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// Builds the zoo in `dir` on the CPU, or returns the cached one if `dir` holds a zoo built from
+/// the same config. The zoo appears under `dir` only when complete.
+pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<Manifest, ZooError> {
+    if let Some(manifest) = read_manifest(dir)?
+        && manifest.config == *config
+    {
+        return Ok(manifest);
+    }
+    let started = Instant::now();
+    let staging = dir.with_extension("partial");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ZooError::Io { path, source }
+    };
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let device = Default::default();
+    <Train as Backend>::seed(&device, config.seed);
+    let steps = config.pretrain_steps + Task::ALL.len() * config.finetune_steps;
+    progress.set_length(steps as u64);
+
+    progress.set_message("pretraining the base");
+    let encoder = config.encoder.init::<Train>(&device);
+    let pretrain_head = Head::new(config.encoder.dim, Task::ALL.len(), &device);
+    let data = pretrain_dataset(Split::Train, config.pretrain_examples, config.seed);
+    let schedule = TrainConfig {
+        steps: config.pretrain_steps,
+        batch: config.batch,
+        lr: config.pretrain_lr,
+        seed: config.seed,
+    };
+    let (base, loss) = train(
+        Classifier {
+            encoder,
+            head: pretrain_head,
+        },
+        &data,
+        &schedule,
+        &device,
+        progress,
+    );
+    let pretrain = evaluate(&base, loss, |split| {
+        pretrain_dataset(split, config.eval_examples, config.seed)
+    });
+    let base_encoder = base.encoder;
+    write_model(
+        &staging.join("base"),
+        inference(&Classifier {
+            encoder: base_encoder.clone(),
+            head: base.head,
+        })
+        .encoder
+        .export(),
+    )?;
+
+    // Experts train one after the other: two burn-autodiff trainings on concurrent threads gave
+    // different bytes from run to run (and deadlocked when they shared parameter tensors).
+    progress.set_message("fine-tuning the experts");
+    let trained: Vec<(usize, Task, Classifier<Train>, Metrics)> = Task::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(t, task)| {
+            let model = Classifier {
+                encoder: base_encoder.clone(),
+                head: Head::new(config.encoder.dim, task.num_classes(), &device),
+            };
+            finetune(config, t, task, model, progress)
+        })
+        .collect();
+    let mut heads = Vec::new();
+    let mut tasks = Vec::new();
+    for (_, task, expert, metrics) in trained {
+        let expert = inference(&expert);
+        let expert_dir = format!("experts/{}", task.name());
+        write_model(&staging.join(&expert_dir), expert.encoder.export())?;
+        heads.extend(expert.head.export(task.name()));
+        tasks.push(TaskEntry {
+            name: task.name().to_string(),
+            classes: task.classes().iter().map(|c| c.to_string()).collect(),
+            head: format!("heads.{}", task.name()),
+            expert: expert_dir,
+            splits: [
+                config.train_examples,
+                config.eval_examples,
+                config.eval_examples,
+            ],
+            metrics,
+        });
+    }
+    write_model(&staging.join("heads"), heads)?;
+    let manifest = Manifest {
+        config: config.clone(),
+        base: "base".into(),
+        pretrain,
+        heads: "heads".into(),
+        tasks,
+        build_seconds: started.elapsed().as_secs_f64(),
+    };
+    let path = staging.join(MANIFEST);
+    let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    std::fs::write(&path, text).map_err(io(&path))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::rename(&staging, dir).map_err(io(dir))?;
+    Ok(manifest)
+}
+
+/// Fine-tunes one expert (encoder and head) on its task and scores it.
+fn finetune(
+    config: &ZooConfig,
+    index: usize,
+    task: Task,
+    model: Classifier<Train>,
+    progress: &ProgressBar,
+) -> (usize, Task, Classifier<Train>, Metrics) {
+    let device = Default::default();
+    let data = generate(task, Split::Train, config.train_examples, config.seed);
+    let schedule = TrainConfig {
+        steps: config.finetune_steps,
+        batch: config.batch,
+        lr: config.finetune_lr,
+        seed: crate::rng::derive_seed(config.seed, task.name(), index as u64),
+    };
+    let (expert, loss) = train(model, &data, &schedule, &device, progress);
+    let metrics = evaluate(&expert, loss, |split| {
+        generate(task, split, config.eval_examples, config.seed)
+    });
+    (index, task, expert, metrics)
+}
+
+fn evaluate(
+    model: &Classifier<Train>,
+    train_loss: f64,
+    split: impl Fn(Split) -> super::tasks::Dataset,
+) -> Metrics {
+    let device = Default::default();
+    let model = inference(model);
+    Metrics {
+        train_loss,
+        validation_accuracy: accuracy(&model, &split(Split::Validation), &device),
+        test_accuracy: accuracy(&model, &split(Split::Test), &device),
+    }
+}
+
+/// Writes flattened tensors as an f32 model directory.
+fn write_model<B: Backend>(
+    dir: &Path,
+    tensors: Vec<NamedTensor<B>>,
+) -> Result<(), CheckpointError> {
+    let specs = tensors
+        .iter()
+        .map(|(name, shape, _)| TensorSpec {
+            name: name.clone(),
+            shape: shape.clone(),
+            dtype: Dtype::F32,
+        })
+        .collect();
+    let mut writer = ModelWriter::create(dir, specs, DEFAULT_MAX_SHARD_BYTES, true)?;
+    for (name, _, values) in tensors {
+        writer.write(&name, &host_values(values))?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Model;
+
+    fn tiny() -> ZooConfig {
+        ZooConfig {
+            seed: 3,
+            encoder: EncoderConfig::mlp(),
+            pretrain_examples: 200,
+            pretrain_steps: 4,
+            pretrain_lr: 1e-3,
+            train_examples: 100,
+            eval_examples: 50,
+            finetune_steps: 3,
+            finetune_lr: 1e-3,
+            batch: 16,
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for sub in ["base", "heads", "experts/digits", "experts/symmetry"] {
+            let path = dir.join(sub).join("model.safetensors");
+            out.push((sub.to_string(), std::fs::read(&path).unwrap()));
+        }
+        out
+    }
+
+    #[test]
+    fn the_same_config_builds_the_same_bytes_and_is_cached() {
+        let root = std::env::temp_dir().join(format!("mergesearch-zoo-{}", std::process::id()));
+        let (a, b) = (root.join("a"), root.join("b"));
+        let bar = ProgressBar::hidden();
+        let first = build(&a, &tiny(), &bar).unwrap();
+        build(&b, &tiny(), &bar).unwrap();
+        assert_eq!(files(&a), files(&b), "two builds of one config differ");
+        assert_eq!(first.tasks.len(), 8);
+        assert_eq!(first.tasks[0].classes.len(), 10);
+        // Cached: the manifest (with its build time) comes back unchanged, nothing is retrained.
+        assert_eq!(build(&a, &tiny(), &bar).unwrap(), first);
+        // Every expert shares the base's tensor names, and the heads hold one head per task.
+        let base = Model::open(&a.join("base")).unwrap();
+        let expert = Model::open(&a.join("experts/counting")).unwrap();
+        assert_eq!(base.tensors().len(), expert.tensors().len());
+        let heads = Model::open(&a.join("heads")).unwrap();
+        assert!(heads.get("heads.counting.weight").is_some());
+        assert_eq!(heads.tensors().len(), 16);
+        // Another seed is another zoo.
+        let other = ZooConfig { seed: 4, ..tiny() };
+        build(&b, &other, &bar).unwrap();
+        assert_ne!(files(&a), files(&b));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
