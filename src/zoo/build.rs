@@ -178,13 +178,13 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     }
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
     let device = Default::default();
-    <Train as Backend>::seed(&device, config.seed);
+    let mut init = crate::rng::Rng::new(crate::rng::derive_seed(config.seed, "zoo/init", 0));
     let steps = config.pretrain_steps + Task::ALL.len() * config.finetune_steps;
     progress.set_length(steps as u64);
 
     progress.set_message("pretraining the base");
-    let encoder = config.encoder.init::<Train>(&device);
-    let pretrain_head = Head::new(config.encoder.dim, Task::ALL.len(), &device);
+    let encoder = config.encoder.init::<Train>(&mut init, &device);
+    let pretrain_head = Head::new(config.encoder.dim, Task::ALL.len(), &mut init, &device);
     let data = pretrain_dataset(Split::Train, config.pretrain_examples, config.seed);
     let schedule = TrainConfig {
         steps: config.pretrain_steps,
@@ -225,7 +225,7 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
         .map(|(t, task)| {
             let model = Classifier {
                 encoder: base_encoder.clone(),
-                head: Head::new(config.encoder.dim, task.num_classes(), &device),
+                head: Head::new(config.encoder.dim, task.num_classes(), &mut init, &device),
             };
             finetune(config, t, task, model, progress)
         })

@@ -9,12 +9,13 @@
 use std::collections::HashMap;
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 use serde::{Deserialize, Serialize};
 
 use super::tasks::IMAGE_SIZE;
+use crate::rng::Rng;
 
 /// Shape of an encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,33 +73,30 @@ impl EncoderConfig {
         (IMAGE_SIZE / self.patch).pow(2) + 1
     }
 
-    /// Initializes an encoder with random weights from the backend's seeded generator.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Encoder<B> {
-        let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+    /// Initializes an encoder with random weights drawn from `rng` (not from the backend's global
+    /// generator, which other threads share), so a seed gives the same encoder anywhere.
+    pub fn init<B: Backend>(&self, rng: &mut Rng, device: &B::Device) -> Encoder<B> {
         let norm = || LayerNormConfig::new(self.dim).init(device);
         match self.kind {
             EncoderKind::Vit => Encoder {
-                patch: linear(self.patch * self.patch, self.dim),
-                cls_token: Param::from_tensor(Tensor::random(
-                    [1, 1, self.dim],
-                    burn::tensor::Distribution::Normal(0.0, 0.02),
-                    device,
-                )),
-                position: Param::from_tensor(Tensor::random(
+                patch: seeded_linear(self.patch * self.patch, self.dim, rng, device),
+                cls_token: Param::from_tensor(normal([1, 1, self.dim], 0.02, rng, device)),
+                position: Param::from_tensor(normal(
                     [1, self.tokens(), self.dim],
-                    burn::tensor::Distribution::Normal(0.0, 0.02),
+                    0.02,
+                    rng,
                     device,
                 )),
                 blocks: (0..self.depth)
                     .map(|_| Block {
                         norm1: norm(),
-                        query: linear(self.dim, self.dim),
-                        key: linear(self.dim, self.dim),
-                        value: linear(self.dim, self.dim),
-                        out: linear(self.dim, self.dim),
+                        query: seeded_linear(self.dim, self.dim, rng, device),
+                        key: seeded_linear(self.dim, self.dim, rng, device),
+                        value: seeded_linear(self.dim, self.dim, rng, device),
+                        out: seeded_linear(self.dim, self.dim, rng, device),
                         norm2: norm(),
-                        fc1: linear(self.dim, self.dim * self.mlp_ratio),
-                        fc2: linear(self.dim * self.mlp_ratio, self.dim),
+                        fc1: seeded_linear(self.dim, self.dim * self.mlp_ratio, rng, device),
+                        fc2: seeded_linear(self.dim * self.mlp_ratio, self.dim, rng, device),
                     })
                     .collect(),
                 layers: Vec::new(),
@@ -107,12 +105,12 @@ impl EncoderConfig {
                 patch_size: self.patch,
             },
             EncoderKind::Mlp => Encoder {
-                patch: linear(IMAGE_SIZE * IMAGE_SIZE, self.dim),
+                patch: seeded_linear(IMAGE_SIZE * IMAGE_SIZE, self.dim, rng, device),
                 cls_token: Param::from_tensor(Tensor::zeros([1, 1, 1], device)),
                 position: Param::from_tensor(Tensor::zeros([1, 1, 1], device)),
                 blocks: Vec::new(),
                 layers: (0..self.depth)
-                    .map(|_| linear(self.dim, self.dim))
+                    .map(|_| seeded_linear(self.dim, self.dim, rng, device))
                     .collect(),
                 norm: norm(),
                 heads: 1,
@@ -120,6 +118,42 @@ impl EncoderConfig {
             },
         }
     }
+}
+
+/// A linear layer initialized as burn's default, `U(-k, k)` with `k = 1 / sqrt(inputs)`, from `rng`.
+fn seeded_linear<B: Backend>(
+    inputs: usize,
+    outputs: usize,
+    rng: &mut Rng,
+    device: &B::Device,
+) -> Linear<B> {
+    let k = 1.0 / (inputs as f64).sqrt();
+    let mut uniform = |shape: Vec<usize>| {
+        let n = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|_| ((2.0 * rng.next_f64() - 1.0) * k) as f32)
+            .collect();
+        TensorData::new(values, shape)
+    };
+    Linear {
+        weight: Param::from_tensor(Tensor::from_data(uniform(vec![inputs, outputs]), device)),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            uniform(vec![outputs]),
+            device,
+        ))),
+    }
+}
+
+/// A tensor of normal values with standard deviation `std`, from `rng`.
+fn normal<B: Backend, const D: usize>(
+    shape: [usize; D],
+    std: f64,
+    rng: &mut Rng,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| (std * rng.normal()) as f32).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// A pre-norm transformer block.
@@ -413,10 +447,10 @@ pub struct Head<B: Backend> {
 }
 
 impl<B: Backend> Head<B> {
-    /// A randomly initialized head from `dim` features to `classes` logits.
-    pub fn new(dim: usize, classes: usize, device: &B::Device) -> Head<B> {
+    /// A head from `dim` features to `classes` logits, initialized from `rng`.
+    pub fn new(dim: usize, classes: usize, rng: &mut Rng, device: &B::Device) -> Head<B> {
         Head {
-            linear: LinearConfig::new(dim, classes).init(device),
+            linear: seeded_linear(dim, classes, rng, device),
         }
     }
 
@@ -467,7 +501,7 @@ mod tests {
     fn export_names_follow_hugging_face_and_import_round_trips() {
         let device = Default::default();
         for config in [EncoderConfig::vit(), EncoderConfig::mlp()] {
-            let encoder = config.init::<B>(&device);
+            let encoder = config.init::<B>(&mut Rng::new(1), &device);
             let exported = encoder.export();
             if config.kind == EncoderKind::Vit {
                 let names: Vec<&str> = exported.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -492,7 +526,7 @@ mod tests {
             // A fresh encoder loaded with the exported tensors computes the same features (to
             // rounding: the transposed weights change the order of the matrix products' sums).
             let other = config
-                .init::<B>(&device)
+                .init::<B>(&mut Rng::new(2), &device)
                 .import(&TensorSource::new(exported))
                 .unwrap();
             let after = other.forward(images);
@@ -504,7 +538,7 @@ mod tests {
     #[test]
     fn import_names_a_missing_or_misshapen_tensor() {
         let device = Default::default();
-        let encoder = EncoderConfig::mlp().init::<B>(&device);
+        let encoder = EncoderConfig::mlp().init::<B>(&mut Rng::new(3), &device);
         let mut tensors = encoder.export();
         tensors.retain(|(n, _, _)| n != "mlp.norm.bias");
         let err = encoder

@@ -111,11 +111,11 @@ mod tests {
         let chance = 1.0 / Task::Digits.num_classes() as f64;
         let mut successes = 0;
         for seed in 0..3 {
-            <A as Backend>::seed(&device, seed);
             let config = EncoderConfig::mlp();
+            let mut init = Rng::new(seed);
             let model = Classifier {
-                encoder: config.init::<A>(&device),
-                head: Head::new(config.dim, Task::Digits.num_classes(), &device),
+                encoder: config.init::<A>(&mut init, &device),
+                head: Head::new(config.dim, Task::Digits.num_classes(), &mut init, &device),
             };
             let steps = TrainConfig {
                 steps: 60,
