@@ -219,20 +219,14 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     // Experts train one after the other: two burn-autodiff trainings on concurrent threads gave
     // different bytes from run to run (and deadlocked when they shared parameter tensors).
     progress.set_message("fine-tuning the experts");
-    let trained: Vec<(usize, Task, Classifier<Train>, Metrics)> = Task::ALL
-        .into_iter()
-        .enumerate()
-        .map(|(t, task)| {
-            let model = Classifier {
-                encoder: base_encoder.clone(),
-                head: Head::new(config.encoder.dim, task.num_classes(), &mut init, &device),
-            };
-            finetune(config, t, task, model, progress)
-        })
-        .collect();
     let mut heads = Vec::new();
     let mut tasks = Vec::new();
-    for (_, task, expert, metrics) in trained {
+    for (t, task) in Task::ALL.into_iter().enumerate() {
+        let model = Classifier {
+            encoder: base_encoder.clone(),
+            head: Head::new(config.encoder.dim, task.num_classes(), &mut init, &device),
+        };
+        let (expert, metrics) = finetune(config, t, task, model, progress);
         let expert = inference(&expert);
         let expert_dir = format!("experts/{}", task.name());
         write_model(&staging.join(&expert_dir), expert.encoder.export())?;
@@ -276,7 +270,7 @@ fn finetune(
     task: Task,
     model: Classifier<Train>,
     progress: &ProgressBar,
-) -> (usize, Task, Classifier<Train>, Metrics) {
+) -> (Classifier<Train>, Metrics) {
     let device = Default::default();
     let data = generate(task, Split::Train, config.train_examples, config.seed);
     let schedule = TrainConfig {
@@ -289,7 +283,7 @@ fn finetune(
     let metrics = evaluate(&expert, loss, |split| {
         generate(task, split, config.eval_examples, config.seed)
     });
-    (index, task, expert, metrics)
+    (expert, metrics)
 }
 
 fn evaluate(
