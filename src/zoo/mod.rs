@@ -3,6 +3,7 @@
 //! fine-tuned from it) so that merge searches can be tried and tested without downloads.
 
 pub mod build;
+pub mod evaluate;
 pub mod model;
 pub mod tasks;
 pub mod train;

@@ -1,0 +1,216 @@
+//! Scoring a merged encoder on the zoo: each task's own head (from its expert) on top of the
+//! candidate encoder, per-task accuracy, cross-entropy and mean prediction entropy.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use super::build::{Manifest, ZooError, read_manifest};
+use super::model::{Classifier, Encoder, Head, NamedTensor, TensorSource};
+use super::tasks::{Dataset, Split, Task, generate};
+use super::train::batch;
+use crate::checkpoint::Model;
+use crate::merge::Candidate;
+use crate::rng::Rng;
+
+/// One task's scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskScores {
+    /// Fraction classified correctly.
+    pub accuracy: f64,
+    /// Mean cross-entropy of the true labels (nats).
+    pub cross_entropy: f64,
+    /// Mean Shannon entropy of the predicted distributions (nats; needs no labels).
+    pub entropy: f64,
+}
+
+/// A built zoo ready to score candidates on one split.
+pub struct ZooScorer<B: Backend> {
+    manifest: Manifest,
+    template: Encoder<B>,
+    heads: Vec<Head<B>>,
+    data: Vec<Dataset>,
+    device: B::Device,
+}
+
+impl<B: Backend> ZooScorer<B> {
+    /// Opens the zoo in `dir` and generates `split` of every task (the manifest's sizes).
+    pub fn open(dir: &Path, split: Split, device: &B::Device) -> Result<ZooScorer<B>, ZooError> {
+        let manifest = read_manifest(dir)?.ok_or_else(|| ZooError::BadManifest {
+            path: dir.join("zoo.json"),
+            reason: "missing: build the zoo first (`mergesearch zoo build`)".into(),
+        })?;
+        let config = &manifest.config;
+        let template = config.encoder.init::<B>(&mut Rng::new(0), device);
+        let heads_model = Model::open(&dir.join(&manifest.heads))?;
+        let stored = read_all::<B>(&heads_model, device)?;
+        let source = TensorSource::new(stored);
+        let mut heads = Vec::new();
+        let mut data = Vec::new();
+        for entry in &manifest.tasks {
+            let task = Task::from_name(&entry.name).ok_or_else(|| ZooError::BadManifest {
+                path: dir.join("zoo.json"),
+                reason: format!("unknown task {:?}", entry.name),
+            })?;
+            let like = Head::new(
+                config.encoder.dim,
+                task.num_classes(),
+                &mut Rng::new(0),
+                device,
+            );
+            heads.push(
+                like.import(task.name(), &source)
+                    .map_err(|e| ZooError::BadManifest {
+                        path: dir.join(&manifest.heads),
+                        reason: e.to_string(),
+                    })?,
+            );
+            data.push(generate(task, split, config.eval_examples, config.seed));
+        }
+        Ok(ZooScorer {
+            manifest,
+            template,
+            heads,
+            data,
+            device: device.clone(),
+        })
+    }
+
+    /// The zoo's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Scores every task with the encoder held by `candidate` (tensor names as the zoo's).
+    pub fn score(&self, candidate: Candidate<B>) -> Result<Vec<TaskScores>, ZooError> {
+        self.score_tensors(candidate.tensors)
+    }
+
+    /// Scores every task with an encoder given as named tensors.
+    pub fn score_tensors(&self, tensors: Vec<NamedTensor<B>>) -> Result<Vec<TaskScores>, ZooError> {
+        let encoder = self
+            .template
+            .import(&TensorSource::new(tensors))
+            .map_err(|e| ZooError::BadManifest {
+                path: "candidate".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(self
+            .heads
+            .iter()
+            .zip(&self.data)
+            .map(|(head, data)| {
+                let model = Classifier {
+                    encoder: encoder.clone(),
+                    head: head.clone(),
+                };
+                score_task(&model, data, &self.device)
+            })
+            .collect())
+    }
+}
+
+fn read_all<B: Backend>(
+    model: &Model,
+    device: &B::Device,
+) -> Result<Vec<NamedTensor<B>>, ZooError> {
+    model
+        .tensors()
+        .iter()
+        .map(|t| {
+            let values = model.read_f32(&t.info.name)?;
+            let n = values.len();
+            Ok((
+                t.info.name.clone(),
+                t.info.shape.clone(),
+                Tensor::from_data(TensorData::new(values, [n]), device),
+            ))
+        })
+        .collect()
+}
+
+/// Accuracy, cross-entropy and entropy of `model` on `data`, in batches of 512.
+pub fn score_task<B: Backend>(
+    model: &Classifier<B>,
+    data: &Dataset,
+    device: &B::Device,
+) -> TaskScores {
+    let (mut correct, mut cross_entropy, mut entropy) = (0f64, 0f64, 0f64);
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(512) {
+        let (images, labels) = batch::<B>(data, chunk, device);
+        let log_p = log_softmax(model.forward(images), 1);
+        let predicted = log_p.clone().argmax(1).reshape([chunk.len()]);
+        correct += predicted
+            .equal(labels.clone())
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
+        let picked = log_p.clone().gather(1, labels.reshape([chunk.len(), 1]));
+        cross_entropy -= picked.sum().into_scalar().elem::<f64>();
+        entropy -= (log_p.clone().exp() * log_p)
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
+    }
+    let n = data.len().max(1) as f64;
+    TaskScores {
+        accuracy: correct / n,
+        cross_entropy: cross_entropy / n,
+        entropy: entropy / n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::build::{ZooConfig, build};
+    use crate::zoo::model::EncoderConfig;
+    use burn::backend::Flex;
+    use indicatif::ProgressBar;
+
+    #[test]
+    fn each_expert_scores_what_its_manifest_says_on_its_own_task() {
+        let dir = std::env::temp_dir().join(format!("mergesearch-zoo-eval-{}", std::process::id()));
+        let config = ZooConfig {
+            seed: 5,
+            encoder: EncoderConfig::mlp(),
+            pretrain_examples: 200,
+            pretrain_steps: 20,
+            pretrain_lr: 1e-3,
+            train_examples: 200,
+            eval_examples: 100,
+            finetune_steps: 30,
+            finetune_lr: 3e-3,
+            batch: 16,
+        };
+        let manifest = build(&dir, &config, &ProgressBar::hidden()).unwrap();
+        let device = Default::default();
+        let scorer = ZooScorer::<Flex>::open(&dir, Split::Test, &device).unwrap();
+        for (t, entry) in manifest.tasks.iter().enumerate() {
+            let expert = Model::open(&dir.join(&entry.expert)).unwrap();
+            let scores = scorer
+                .score_tensors(read_all(&expert, &device).unwrap())
+                .unwrap();
+            let own = scores[t];
+            assert!(
+                (own.accuracy - entry.metrics.test_accuracy).abs() <= 0.02,
+                "{}: scored {} but the manifest says {}",
+                entry.name,
+                own.accuracy,
+                entry.metrics.test_accuracy
+            );
+            let max_entropy = (entry.classes.len() as f64).ln();
+            assert!(
+                own.entropy >= 0.0 && own.entropy <= max_entropy + 1e-9,
+                "{}: entropy {}",
+                entry.name,
+                own.entropy
+            );
+            assert!(own.cross_entropy > 0.0);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
