@@ -75,7 +75,7 @@ pub fn merge<B: Backend>(
 }
 
 /// `sum_i w_i` (or 1 when not normalizing or when it is nearly zero).
-fn linear_divisor(p: &GroupParams) -> f64 {
+pub(super) fn linear_divisor(p: &GroupParams) -> f64 {
     let sum: f64 = p.weight.iter().sum();
     if !p.normalize || sum.abs() < LINEAR_DIVISOR_EPS {
         1.0

@@ -4,17 +4,14 @@
 
 use burn::prelude::*;
 
+use super::gta::linear_divisor;
 use super::inputs::TensorInputs;
 use super::plan::GroupParams;
 
 /// Merges one tensor.
 pub fn merge<B: Backend>(inputs: &TensorInputs<B>, p: &GroupParams) -> Tensor<B, 1> {
     let sum: f64 = p.weight.iter().sum();
-    let divisor = if p.normalize && sum.abs() >= 1e-8 {
-        sum
-    } else {
-        1.0
-    };
+    let divisor = linear_divisor(p);
     // sum_i w_i theta_i = (sum_i w_i) theta_base + sum_i w_i tau_i.
     let mut coefficients = vec![sum / divisor];
     coefficients.extend(p.weight.iter().map(|w| w / divisor));
