@@ -11,15 +11,14 @@
 use burn::prelude::*;
 use indicatif::ProgressBar;
 
-use super::inputs::{TensorInputs, host_values};
+use super::inputs::TensorInputs;
 use super::plan::{MergePlan, ResolvedPlan};
 use super::{MergeError, merge_tensor};
-use crate::checkpoint::{Dtype, Granularity, LayerGroups, ModelSet, ModelWriter};
+use crate::checkpoint::{Granularity, LayerGroups, ModelSet};
 
 /// Task vectors on a device, ready to materialize many candidates.
 pub struct Merger<B: Backend> {
     tensors: Vec<TensorInputs<B>>,
-    dtypes: Vec<Dtype>,
     groups: LayerGroups,
     expert_labels: Vec<String>,
 }
@@ -53,7 +52,6 @@ impl<B: Backend> Merger<B> {
         }
         Ok(Merger {
             tensors,
-            dtypes: set.base.tensors().iter().map(|t| t.info.dtype).collect(),
             groups,
             expert_labels: set
                 .experts
@@ -66,11 +64,6 @@ impl<B: Backend> Merger<B> {
     /// The layer groups per-group parameters refer to.
     pub fn groups(&self) -> &LayerGroups {
         &self.groups
-    }
-
-    /// Number of experts.
-    pub fn experts(&self) -> usize {
-        self.expert_labels.len()
     }
 
     /// Checks a plan against the method and this model's groups.
@@ -97,20 +90,5 @@ impl<B: Backend> Merger<B> {
             })
             .collect();
         Candidate { tensors }
-    }
-
-    /// The base's dtype of each tensor, in order (what a written candidate uses by default).
-    pub fn dtypes(&self) -> &[Dtype] {
-        &self.dtypes
-    }
-}
-
-impl<B: Backend> Candidate<B> {
-    /// Streams the candidate into `writer`, whose plan must list the same tensors in order.
-    pub fn write(self, writer: &mut ModelWriter) -> Result<(), MergeError> {
-        for (name, _, values) in self.tensors {
-            writer.write(&name, &host_values(values))?;
-        }
-        Ok(())
     }
 }
