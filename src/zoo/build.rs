@@ -20,9 +20,10 @@ use burn::prelude::*;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+use super::evaluate::score_task;
 use super::model::{Classifier, EncoderConfig, Head, NamedTensor};
 use super::tasks::{Split, Task, generate, pretrain_dataset};
-use super::train::{TrainConfig, accuracy, inference, train};
+use super::train::{TrainConfig, inference, train};
 use crate::checkpoint::{CheckpointError, DEFAULT_MAX_SHARD_BYTES, Dtype, ModelWriter, TensorSpec};
 use crate::merge::host_values;
 
@@ -295,8 +296,8 @@ fn evaluate(
     let model = inference(model);
     Metrics {
         train_loss,
-        validation_accuracy: accuracy(&model, &split(Split::Validation), &device),
-        test_accuracy: accuracy(&model, &split(Split::Test), &device),
+        validation_accuracy: score_task(&model, &split(Split::Validation), &device).accuracy,
+        test_accuracy: score_task(&model, &split(Split::Test), &device).accuracy,
     }
 }
 

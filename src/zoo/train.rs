@@ -73,23 +73,6 @@ pub fn train<B: AutodiffBackend>(
     (model, tail_loss)
 }
 
-/// Fraction of `data` that `model` classifies correctly, in batches of 512.
-pub fn accuracy<B: Backend>(model: &Classifier<B>, data: &Dataset, device: &B::Device) -> f64 {
-    let mut correct = 0usize;
-    let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(512) {
-        let (images, labels) = batch::<B>(data, chunk, device);
-        let predicted = model.forward(images).argmax(1).reshape([chunk.len()]);
-        correct += predicted
-            .equal(labels)
-            .int()
-            .sum()
-            .into_scalar()
-            .elem::<i64>() as usize;
-    }
-    correct as f64 / data.len().max(1) as f64
-}
-
 /// The inference copy of a trained model (autodiff graph dropped).
 pub fn inference<B: AutodiffBackend>(model: &Classifier<B>) -> Classifier<B::InnerBackend> {
     model.valid()
@@ -98,6 +81,7 @@ pub fn inference<B: AutodiffBackend>(model: &Classifier<B>) -> Classifier<B::Inn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::zoo::evaluate::score_task;
     use crate::zoo::model::{EncoderConfig, Head};
     use crate::zoo::tasks::{Split, Task, generate};
     use burn::backend::{Autodiff, Flex};
@@ -124,7 +108,7 @@ mod tests {
                 seed,
             };
             let (model, _) = train(model, &train_set, &steps, &device, &ProgressBar::hidden());
-            let acc = accuracy(&inference(&model), &test_set, &device);
+            let acc = score_task(&inference(&model), &test_set, &device).accuracy;
             if acc > 2.0 * chance {
                 successes += 1;
             }
