@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;
+pub mod eval;
 pub mod fixtures;
 pub mod merge;
 pub mod rng;

@@ -87,6 +87,19 @@ impl Rng {
         out
     }
 
+    /// Uniform integer in `0..n` (`n` below 2^32), by the multiply-shift of 32 random bits.
+    pub fn below(&mut self, n: usize) -> usize {
+        debug_assert!(n > 0 && n as u64 <= 1 << 32, "below({n})");
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
+    }
+
+    /// Shuffles `values` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, values: &mut [T]) {
+        for i in (1..values.len()).rev() {
+            values.swap(i, self.below(i + 1));
+        }
+    }
+
     /// Standard normal by the Box-Muller transform.
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.next_f64();

@@ -3,4 +3,5 @@
 mod checkpoints;
 mod cli;
 mod common;
+mod eval;
 mod methods;

@@ -128,6 +128,9 @@ pub enum ZooError {
         /// The error.
         source: std::io::Error,
     },
+    /// A candidate's tensors do not form the zoo's encoder.
+    #[error("the candidate is not an encoder of this zoo: {0}")]
+    NotAnEncoder(String),
     /// `zoo.json` does not parse.
     #[error("{}: not a zoo manifest: {reason}", path.display())]
     BadManifest {

@@ -31,6 +31,7 @@ pub struct ZooScorer<B: Backend> {
     template: Encoder<B>,
     heads: Vec<Head<B>>,
     data: Vec<Dataset>,
+    split: Split,
     device: B::Device,
 }
 
@@ -73,6 +74,7 @@ impl<B: Backend> ZooScorer<B> {
             template,
             heads,
             data,
+            split,
             device: device.clone(),
         })
     }
@@ -82,36 +84,65 @@ impl<B: Backend> ZooScorer<B> {
         &self.manifest
     }
 
-    /// Scores every task with the encoder held by `candidate` (tensor names as the zoo's).
-    pub fn score(&self, candidate: Candidate<B>) -> Result<Vec<TaskScores>, ZooError> {
-        self.score_tensors(candidate.tensors)
+    /// The split scored.
+    pub fn split(&self) -> Split {
+        self.split
     }
 
-    /// Scores every task with an encoder given as named tensors.
+    /// The device models run on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Each task's examples of the split, in manifest order.
+    pub fn datasets(&self) -> &[Dataset] {
+        &self.data
+    }
+
+    /// Scores every task on all of its examples with the encoder held by `candidate`.
+    pub fn score(&self, candidate: &Candidate<B>) -> Result<Vec<TaskScores>, ZooError> {
+        self.score_tensors(candidate.tensors.clone())
+    }
+
+    /// Scores every task on all of its examples with an encoder given as named tensors.
     pub fn score_tensors(&self, tensors: Vec<NamedTensor<B>>) -> Result<Vec<TaskScores>, ZooError> {
+        let all: Vec<Vec<usize>> = self.data.iter().map(|d| (0..d.len()).collect()).collect();
+        Ok(self
+            .score_items(tensors, &all)?
+            .iter()
+            .map(ItemScores::mean)
+            .collect())
+    }
+
+    /// Scores, for each task, the items listed for it (none: the task is skipped) with an
+    /// encoder given as named tensors (the zoo's names; other tensors are ignored).
+    pub fn score_items(
+        &self,
+        tensors: Vec<NamedTensor<B>>,
+        items: &[Vec<usize>],
+    ) -> Result<Vec<ItemScores>, ZooError> {
         let encoder = self
             .template
             .import(&TensorSource::new(tensors))
-            .map_err(|e| ZooError::BadManifest {
-                path: "candidate".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ZooError::NotAnEncoder(e.to_string()))?;
         Ok(self
             .heads
             .iter()
             .zip(&self.data)
-            .map(|(head, data)| {
+            .zip(items)
+            .map(|((head, data), indices)| {
                 let model = Classifier {
                     encoder: encoder.clone(),
                     head: head.clone(),
                 };
-                score_task(&model, data, &self.device)
+                item_scores(&model, data, indices, &self.device)
             })
             .collect())
     }
 }
 
-fn read_all<B: Backend>(
+/// Reads every tensor of `model` onto `device`, flattened.
+pub fn read_all<B: Backend>(
     model: &Model,
     device: &B::Device,
 ) -> Result<Vec<NamedTensor<B>>, ZooError> {
@@ -130,37 +161,70 @@ fn read_all<B: Backend>(
         .collect()
 }
 
-/// Accuracy, cross-entropy and entropy of `model` on `data`, in batches of 512.
+/// What a classifier does on each of a list of items.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemScores {
+    /// Whether the arg-max prediction is the label.
+    pub correct: Vec<bool>,
+    /// Log-probability given to the true label.
+    pub log_p_true: Vec<f32>,
+    /// Shannon entropy of the predicted distribution (nats; needs no labels).
+    pub entropy: Vec<f32>,
+}
+
+impl ItemScores {
+    /// Items scored.
+    pub fn len(&self) -> usize {
+        self.correct.len()
+    }
+
+    /// Whether no item was scored.
+    pub fn is_empty(&self) -> bool {
+        self.correct.is_empty()
+    }
+
+    /// Accuracy, cross-entropy and entropy averaged over the items with equal weights.
+    pub fn mean(&self) -> TaskScores {
+        let n = self.len().max(1) as f64;
+        let sum = |values: &mut dyn Iterator<Item = f64>| values.sum::<f64>() / n;
+        TaskScores {
+            accuracy: sum(&mut self.correct.iter().map(|&c| f64::from(u8::from(c)))),
+            cross_entropy: -sum(&mut self.log_p_true.iter().map(|&l| f64::from(l))),
+            entropy: sum(&mut self.entropy.iter().map(|&e| f64::from(e))),
+        }
+    }
+}
+
+/// Scores `model` on the items `indices` of `data`, in batches of 512.
+pub fn item_scores<B: Backend>(
+    model: &Classifier<B>,
+    data: &Dataset,
+    indices: &[usize],
+    device: &B::Device,
+) -> ItemScores {
+    let mut out = ItemScores::default();
+    for chunk in indices.chunks(512) {
+        let (images, labels) = batch::<B>(data, chunk, device);
+        let log_p = log_softmax(model.forward(images), 1);
+        let predicted = log_p.clone().argmax(1).reshape([chunk.len()]);
+        let correct = predicted.equal(labels.clone()).into_data();
+        out.correct.extend(correct.iter::<bool>());
+        let picked = log_p.clone().gather(1, labels.reshape([chunk.len(), 1]));
+        out.log_p_true.extend(picked.into_data().iter::<f32>());
+        let entropy = (log_p.clone().exp() * log_p).sum_dim(1).neg();
+        out.entropy.extend(entropy.into_data().iter::<f32>());
+    }
+    out
+}
+
+/// Accuracy, cross-entropy and entropy of `model` on all of `data`.
 pub fn score_task<B: Backend>(
     model: &Classifier<B>,
     data: &Dataset,
     device: &B::Device,
 ) -> TaskScores {
-    let (mut correct, mut cross_entropy, mut entropy) = (0f64, 0f64, 0f64);
     let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(512) {
-        let (images, labels) = batch::<B>(data, chunk, device);
-        let log_p = log_softmax(model.forward(images), 1);
-        let predicted = log_p.clone().argmax(1).reshape([chunk.len()]);
-        correct += predicted
-            .equal(labels.clone())
-            .int()
-            .sum()
-            .into_scalar()
-            .elem::<f64>();
-        let picked = log_p.clone().gather(1, labels.reshape([chunk.len(), 1]));
-        cross_entropy -= picked.sum().into_scalar().elem::<f64>();
-        entropy -= (log_p.clone().exp() * log_p)
-            .sum()
-            .into_scalar()
-            .elem::<f64>();
-    }
-    let n = data.len().max(1) as f64;
-    TaskScores {
-        accuracy: correct / n,
-        cross_entropy: cross_entropy / n,
-        entropy: entropy / n,
-    }
+    item_scores(model, data, &indices, device).mean()
 }
 
 #[cfg(test)]

@@ -143,7 +143,8 @@ impl fmt::Display for Task {
 }
 
 /// Which part of a task's data: each split has its own random streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Data to fit on.
     Train,
@@ -215,7 +216,7 @@ pub fn pretrain_dataset(split: Split, n: usize, seed: u64) -> Dataset {
     let stream = derive_seed(seed, &format!("zoo/tasks/pretrain/{}", split.name()), 0);
     build(n, Task::ALL.len(), stream, |label, rng, out| {
         let task = Task::ALL[label as usize];
-        let class = below(rng, task.num_classes()) as u32;
+        let class = rng.below(task.num_classes()) as u32;
         render_into(task, class, rng, out)
     })
 }
@@ -259,10 +260,7 @@ fn build(
     mut draw: impl FnMut(u32, &mut Rng, &mut [f32]),
 ) -> Dataset {
     let mut labels: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
-    let mut order = Rng::new(derive_seed(stream, "labels", 0));
-    for i in (1..n).rev() {
-        labels.swap(i, below(&mut order, i + 1));
-    }
+    Rng::new(derive_seed(stream, "labels", 0)).shuffle(&mut labels);
     let mut images = vec![0.0; n * IMAGE_PIXELS];
     for (i, (&label, out)) in labels
         .iter()
@@ -285,11 +283,6 @@ fn build(
 /// Uniform in `[lo, hi)`.
 fn uniform(rng: &mut Rng, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * rng.next_f32()
-}
-
-/// Uniform integer in `0..n` (`n` below 2^32).
-fn below(rng: &mut Rng, n: usize) -> usize {
-    (((rng.next_u64() >> 32) * n as u64) >> 32) as usize
 }
 
 /// A fair coin.
@@ -547,7 +540,7 @@ fn draw_orientation(canvas: &mut Canvas, class: usize, rng: &mut Rng) {
     // Image rows grow downwards, so counter-clockwise is (cos, -sin).
     let (dx, dy) = (angle.cos(), -angle.sin());
     let value = uniform(rng, 0.6, 1.0);
-    if below(rng, 4) == 0 {
+    if rng.below(4) == 0 {
         let period = uniform(rng, 3.5, 5.5);
         let phase = uniform(rng, 0.0, TAU);
         // Distance across the stripes: along the normal (-dy, dx).
@@ -624,7 +617,7 @@ fn draw_texture(canvas: &mut Canvas, texture: usize, rng: &mut Rng) {
             });
         }
         3 => {
-            let cell = (2 + below(rng, 3)) as f32;
+            let cell = (2 + rng.below(3)) as f32;
             let (ox, oy) = (uniform(rng, 0.0, 2.0 * cell), uniform(rng, 0.0, 2.0 * cell));
             canvas.fill_with(|x, y| {
                 let parity = ((x + ox) / cell).floor() + ((y + oy) / cell).floor();

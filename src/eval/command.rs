@@ -1,0 +1,110 @@
+//! The `command` evaluator: one run of an external program per trial.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+
+use super::evaluator::{Evaluator, Objective, Outcome, Score, Trial};
+use super::external::{ExternalConfig, PLACEHOLDERS, substitute, with_retries};
+use super::model_dir::{CandidateWriter, candidate_writer, write_trial_model};
+use super::process::{Process, describe_exit, with_stderr};
+use super::reply::{find_reply, read_scores};
+use super::{EvalConfigError, EvalContext};
+
+/// Runs the argv template once per trial and reads the last JSON object it prints.
+pub struct CommandEvaluator {
+    config: ExternalConfig,
+    name: String,
+    objectives: Vec<Objective>,
+    writer: Option<CandidateWriter>,
+}
+
+impl CommandEvaluator {
+    /// Checks `config` and prepares to write candidates when the template uses `{model_dir}`.
+    pub fn new(
+        config: &ExternalConfig,
+        context: &EvalContext,
+    ) -> Result<CommandEvaluator, EvalConfigError> {
+        config.validate(&PLACEHOLDERS)?;
+        let name = config.display_name();
+        if config.model.is_some() {
+            return Err(EvalConfigError::new(
+                &name,
+                "model",
+                "is for workers: a command gets the model when its argv uses {model_dir}".into(),
+            ));
+        }
+        let writer = candidate_writer(&name, "argv", config.uses("model_dir"), context)?;
+        Ok(CommandEvaluator {
+            objectives: config.objective_list(),
+            config: config.clone(),
+            name,
+            writer,
+        })
+    }
+
+    fn attempt<B: Backend>(&self, trial: &Trial<'_, B>) -> Result<BTreeMap<String, Score>, String> {
+        let model = write_trial_model(self.writer.as_ref(), trial)?;
+        let params = serde_json::Value::Object(trial.params.clone()).to_string();
+        let model_dir = model
+            .as_ref()
+            .map(|m| m.path().display().to_string())
+            .unwrap_or_default();
+        let (id, seed) = (trial.id.to_string(), trial.seed.to_string());
+        let argv = substitute(
+            &self.config.argv,
+            &[
+                ("model_dir", &model_dir),
+                ("params_json", &params),
+                ("trial_id", &id),
+                ("seed", &seed),
+            ],
+        );
+        let mut process = Process::spawn(&argv, &self.config.env, false)?;
+        let deadline = Instant::now() + self.config.timeout();
+        let Some(status) = process.wait(deadline) else {
+            return Err(with_stderr(
+                format!("timed out after {}s and was killed", self.config.timeout_s),
+                &process,
+            ));
+        };
+        if !status.success() {
+            return Err(with_stderr(describe_exit(status), &process));
+        }
+        let stdout = read_remaining(&process);
+        let reply = find_reply(&stdout).ok_or_else(|| {
+            let shown = super::reply::clip(stdout.trim(), 300);
+            with_stderr(
+                format!("printed no JSON object on stdout (stdout: {shown:?})"),
+                &process,
+            )
+        })?;
+        read_scores(&reply, &self.objectives)
+    }
+}
+
+/// Everything an exited program printed (a grandchild holding stdout open gets one second).
+fn read_remaining(process: &Process) -> String {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut out = String::new();
+    while let Ok(line) = process.next_line(deadline) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+impl<B: Backend> Evaluator<B> for CommandEvaluator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn objectives(&self) -> &[Objective] {
+        &self.objectives
+    }
+
+    fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome {
+        with_retries(&self.name, self.config.retries, || self.attempt(trial))
+    }
+}

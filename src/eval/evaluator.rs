@@ -1,0 +1,134 @@
+//! The [`Evaluator`] trait and what flows through it: a [`Trial`] in, an [`Evaluation`] (named
+//! objectives with directions, standard errors and the cost spent) or a [`Failure`] out.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::merge::Candidate;
+
+/// Whether larger or smaller values of an objective are better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Larger is better (accuracy).
+    Maximize,
+    /// Smaller is better (loss, entropy).
+    Minimize,
+}
+
+impl Direction {
+    /// `value` turned so that larger is better.
+    pub fn to_maximized(self, value: f64) -> f64 {
+        match self {
+            Direction::Maximize => value,
+            Direction::Minimize => -value,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Maximize => "maximize",
+            Direction::Minimize => "minimize",
+        })
+    }
+}
+
+/// A named objective an evaluator reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Objective {
+    /// Name, unique within a search space.
+    pub name: String,
+    /// Which way is better.
+    pub direction: Direction,
+}
+
+impl Objective {
+    /// An objective named `name` in `direction`.
+    pub fn new(name: impl Into<String>, direction: Direction) -> Objective {
+        Objective {
+            name: name.into(),
+            direction,
+        }
+    }
+}
+
+/// One measured value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// The value.
+    pub value: f64,
+    /// Its standard error, when the evaluator can estimate one.
+    pub stderr: Option<f64>,
+}
+
+/// What an evaluation spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Wall-clock seconds, including writing the candidate and retries.
+    pub seconds: f64,
+    /// Benchmark items scored, when the evaluator counts them.
+    pub items: Option<u64>,
+    /// Attempts made (1 unless a failure was retried).
+    pub attempts: u32,
+}
+
+/// A successful evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Every score reported, by name: the declared objectives and any extra ones.
+    pub scores: BTreeMap<String, Score>,
+    /// What it cost.
+    pub cost: Cost,
+}
+
+/// A failed evaluation: the trial is recorded as failed with this reason, and the run goes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Why, in words, naming the evaluator (and the last attempt's reason after retries).
+    pub reason: String,
+    /// What the failed attempts cost.
+    pub cost: Cost,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// The outcome of evaluating one trial.
+pub type Outcome = Result<Evaluation, Failure>;
+
+/// What an evaluator is asked to score.
+pub struct Trial<'a, B: Backend> {
+    /// The trial's id in its run.
+    pub id: u64,
+    /// The trial's seed: evaluators draw any randomness from it.
+    pub seed: u64,
+    /// The trial's decoded parameters by name, passed on to external programs.
+    pub params: &'a serde_json::Map<String, serde_json::Value>,
+    /// The merged model, when the search space has models.
+    pub candidate: Option<&'a Candidate<B>>,
+}
+
+/// Scores candidates: named objectives out, each with a direction and, where it can be
+/// estimated, a standard error.
+///
+/// An evaluator never panics or returns an error for a bad candidate or a misbehaving program:
+/// it returns a [`Failure`] with the reason, and the caller records the trial as failed. Problems
+/// with the evaluator's own configuration surface earlier, when it is built.
+pub trait Evaluator<B: Backend>: Send {
+    /// The evaluator's name (its kind, or the name given in the config).
+    fn name(&self) -> &str;
+
+    /// The objectives every successful evaluation reports.
+    fn objectives(&self) -> &[Objective];
+
+    /// Scores one trial.
+    fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome;
+}

@@ -1,0 +1,153 @@
+//! Evaluators score candidates: named objectives out, each with a direction, a standard error
+//! where one can be estimated, and the cost spent. Built-in evaluators run burn models in process
+//! (the [`zoo`](ZooEvaluator)); external ones run any program, once per trial ([`command`]) or
+//! kept alive and spoken to in JSON lines ([`worker`]) — the protocol is in
+//! `evaluators/README.md`.
+//!
+//! Evaluators are declared in TOML, one table each (search spaces embed the same tables):
+//!
+//! ```toml
+//! [[evaluators]]
+//! kind = "zoo"
+//! split = "validation"
+//! metrics = ["accuracy", "entropy"]
+//! subset = { size = 100, seed = 0, strategy = "stratified" }
+//!
+//! [[evaluators]]
+//! kind = "command"
+//! argv = ["python3", "evaluators/example.py", "--params", "{params_json}", "--seed", "{seed}"]
+//! objectives = { loss = "minimize" }
+//! timeout_s = 60
+//! retries = 1
+//! ```
+//!
+//! [`command`]: CommandEvaluator
+//! [`worker`]: WorkerEvaluator
+
+mod command;
+mod evaluator;
+mod external;
+mod model_dir;
+mod process;
+mod reply;
+mod subset;
+mod worker;
+mod zoo;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+pub use command::CommandEvaluator;
+pub use evaluator::{
+    Cost, Direction, Evaluation, Evaluator, Failure, Objective, Outcome, Score, Trial,
+};
+pub use external::{ExternalConfig, PLACEHOLDERS};
+pub use subset::{Strategy, Subset, SubsetSpec};
+pub use worker::WorkerEvaluator;
+pub use zoo::{Metric, ZooEvalConfig, ZooEvaluator, default_zoo_dir, ensure_built, panel_features};
+
+/// One evaluator's TOML table, by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum EvaluatorConfig {
+    /// The built-in zoo benchmark.
+    Zoo(ZooEvalConfig),
+    /// An external program run once per trial.
+    Command(ExternalConfig),
+    /// An external program kept alive, one JSON line per trial.
+    Worker(ExternalConfig),
+}
+
+/// What evaluators need to know about the run they serve.
+#[derive(Debug, Clone)]
+pub struct EvalContext {
+    /// The base model of the search space, if it has models (for writing candidates).
+    pub base: Option<PathBuf>,
+    /// Where candidates are written for external programs.
+    pub scratch: PathBuf,
+    /// The run's seed.
+    pub seed: u64,
+    /// Progress of long set-up work (building the zoo, scoring the anchors' panel).
+    pub progress: ProgressBar,
+}
+
+impl EvalContext {
+    /// A context for a space without models, writing nothing, showing no progress.
+    pub fn without_models(seed: u64) -> EvalContext {
+        EvalContext {
+            base: None,
+            scratch: std::env::temp_dir(),
+            seed,
+            progress: ProgressBar::hidden(),
+        }
+    }
+}
+
+/// An evaluator's table is wrong: which evaluator, which key, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("evaluator {evaluator:?}: `{key}` {problem}")]
+pub struct EvalConfigError {
+    /// The evaluator's name.
+    pub evaluator: String,
+    /// The offending key.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl EvalConfigError {
+    /// An error about `key` of the evaluator `evaluator`.
+    pub fn new(evaluator: &str, key: &str, problem: String) -> EvalConfigError {
+        EvalConfigError {
+            evaluator: evaluator.to_string(),
+            key: key.to_string(),
+            problem,
+        }
+    }
+}
+
+impl EvaluatorConfig {
+    /// Builds the evaluator this table declares.
+    pub fn build<B: Backend>(
+        &self,
+        context: &EvalContext,
+        device: &B::Device,
+    ) -> Result<Box<dyn Evaluator<B>>, EvalConfigError> {
+        Ok(match self {
+            EvaluatorConfig::Zoo(config) => Box::new(ZooEvaluator::new(config, context, device)?),
+            EvaluatorConfig::Command(config) => Box::new(CommandEvaluator::new(config, context)?),
+            EvaluatorConfig::Worker(config) => Box::new(WorkerEvaluator::new(config, context)?),
+        })
+    }
+}
+
+/// Builds every evaluator and checks that no two report an objective of the same name.
+pub fn build_all<B: Backend>(
+    configs: &[EvaluatorConfig],
+    context: &EvalContext,
+    device: &B::Device,
+) -> Result<Vec<Box<dyn Evaluator<B>>>, EvalConfigError> {
+    let mut seen = BTreeSet::new();
+    let mut built = Vec::with_capacity(configs.len());
+    for config in configs {
+        let evaluator = config.build(context, device)?;
+        for objective in evaluator.objectives() {
+            if !seen.insert(objective.name.clone()) {
+                return Err(EvalConfigError::new(
+                    evaluator.name(),
+                    "objectives",
+                    format!(
+                        "repeats {:?}, which another evaluator already reports: rename one",
+                        objective.name
+                    ),
+                ));
+            }
+        }
+        built.push(evaluator);
+    }
+    Ok(built)
+}

@@ -1,0 +1,335 @@
+//! The built-in `zoo` evaluator: the candidate encoder with each task's own head, scored per task
+//! on a split (or a subset of it) by accuracy, cross-entropy and mean prediction entropy (the
+//! label-free AdaMerging surrogate), batched on the device.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use super::evaluator::{
+    Cost, Direction, Evaluation, Evaluator, Failure, Objective, Outcome, Score, Trial,
+};
+use super::subset::{Strategy, Subset, SubsetSpec};
+use super::{EvalConfigError, EvalContext};
+use crate::checkpoint::Model;
+use crate::merge::Candidate;
+use crate::zoo::build::{ZooConfig, ZooError, build, read_manifest};
+use crate::zoo::evaluate::{ItemScores, ZooScorer, read_all};
+use crate::zoo::tasks::Split;
+
+/// A per-item measure the zoo evaluator reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Fraction classified correctly (maximize).
+    Accuracy,
+    /// Mean negative log-probability of the true label (minimize).
+    CrossEntropy,
+    /// Mean Shannon entropy of the predictions, label-free (minimize).
+    Entropy,
+}
+
+impl Metric {
+    /// The name in objective names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::CrossEntropy => "cross_entropy",
+            Metric::Entropy => "entropy",
+        }
+    }
+
+    /// Which way is better.
+    pub fn direction(self) -> Direction {
+        match self {
+            Metric::Accuracy => Direction::Maximize,
+            Metric::CrossEntropy | Metric::Entropy => Direction::Minimize,
+        }
+    }
+
+    /// Each item's value.
+    pub fn values(self, items: &ItemScores) -> Vec<f64> {
+        match self {
+            Metric::Accuracy => items
+                .correct
+                .iter()
+                .map(|&c| f64::from(u8::from(c)))
+                .collect(),
+            Metric::CrossEntropy => items.log_p_true.iter().map(|&l| -f64::from(l)).collect(),
+            Metric::Entropy => items.entropy.iter().map(|&e| f64::from(e)).collect(),
+        }
+    }
+}
+
+/// The `zoo` evaluator's table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZooEvalConfig {
+    /// Name in messages (default `zoo`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The zoo directory; built with the default config when missing.
+    #[serde(default = "default_zoo_dir")]
+    pub zoo: PathBuf,
+    /// The split scored.
+    #[serde(default = "default_split")]
+    pub split: Split,
+    /// The tasks scored (default: all, in the zoo's order).
+    #[serde(default)]
+    pub tasks: Option<Vec<String>>,
+    /// The measures reported, each per task (`<task>/<metric>`) and averaged (`mean/<metric>`).
+    #[serde(default = "default_metrics")]
+    pub metrics: Vec<Metric>,
+    /// Score a subset of each task's split instead of all of it.
+    #[serde(default)]
+    pub subset: Option<SubsetSpec>,
+}
+
+/// Where the zoo is built by default.
+pub fn default_zoo_dir() -> PathBuf {
+    PathBuf::from("results/zoo")
+}
+
+fn default_split() -> Split {
+    Split::Validation
+}
+
+fn default_metrics() -> Vec<Metric> {
+    vec![Metric::Accuracy]
+}
+
+/// Scores candidates of the zoo's encoder.
+pub struct ZooEvaluator<B: Backend> {
+    name: String,
+    scorer: ZooScorer<B>,
+    /// For each zoo task: the items scored (empty for tasks not selected).
+    items: Vec<Vec<usize>>,
+    /// The selected tasks: zoo index, name and subset.
+    selected: Vec<(usize, String, Subset)>,
+    metrics: Vec<Metric>,
+    stderr_estimated: bool,
+    objectives: Vec<Objective>,
+}
+
+impl<B: Backend> ZooEvaluator<B> {
+    /// Opens (building it first if missing) the zoo and draws the subsets.
+    pub fn new(
+        config: &ZooEvalConfig,
+        context: &EvalContext,
+        device: &B::Device,
+    ) -> Result<ZooEvaluator<B>, EvalConfigError> {
+        let name = config.name.clone().unwrap_or_else(|| "zoo".into());
+        let fail = |key: &str, problem: String| EvalConfigError::new(&name, key, problem);
+        let zoo_error = |e: ZooError| fail("zoo", e.to_string());
+        if config.metrics.is_empty() {
+            return Err(fail(
+                "metrics",
+                "is empty: list at least one of accuracy, cross_entropy, entropy".into(),
+            ));
+        }
+        if config.subset.is_some_and(|s| s.size == 0) {
+            return Err(fail("subset.size", "must be at least 1".into()));
+        }
+        ensure_built(&config.zoo, &context.progress).map_err(zoo_error)?;
+        let scorer = ZooScorer::open(&config.zoo, config.split, device).map_err(zoo_error)?;
+        let names: Vec<String> = scorer
+            .manifest()
+            .tasks
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let wanted = config.tasks.clone().unwrap_or_else(|| names.clone());
+        if wanted.is_empty() {
+            return Err(fail(
+                "tasks",
+                "is empty: leave it out to score every task".into(),
+            ));
+        }
+        let panel = match config.subset {
+            Some(spec) if spec.strategy == Strategy::Anchors => Some(
+                panel_features(&config.zoo, &scorer, &context.progress)
+                    .map_err(|e| fail("subset", format!("cannot score the anchors' panel: {e}")))?,
+            ),
+            _ => None,
+        };
+        let mut selected = Vec::new();
+        for task in &wanted {
+            let index = names.iter().position(|n| n == task).ok_or_else(|| {
+                fail(
+                    "tasks",
+                    format!("names {task:?}, which the zoo does not have (it has {names:?})"),
+                )
+            })?;
+            let data = &scorer.datasets()[index];
+            let subset = match &config.subset {
+                None => Subset::all(data.len()),
+                Some(spec) => Subset::draw(spec, task, &data.labels, || {
+                    panel.as_ref().expect("anchors have a panel")[index].clone()
+                }),
+            };
+            selected.push((index, task.clone(), subset));
+        }
+        let mut items = vec![Vec::new(); names.len()];
+        for (index, _, subset) in &selected {
+            items[*index] = subset.items.clone();
+        }
+        let mut objectives = Vec::new();
+        for metric in &config.metrics {
+            for (_, task, _) in &selected {
+                objectives.push(Objective::new(
+                    format!("{task}/{}", metric.name()),
+                    metric.direction(),
+                ));
+            }
+            objectives.push(Objective::new(
+                format!("mean/{}", metric.name()),
+                metric.direction(),
+            ));
+        }
+        Ok(ZooEvaluator {
+            name,
+            scorer,
+            items,
+            selected,
+            metrics: config.metrics.clone(),
+            stderr_estimated: config
+                .subset
+                .is_none_or(|s| s.strategy != Strategy::Anchors),
+            objectives,
+        })
+    }
+
+    /// Every objective's score for `candidate`.
+    pub fn score(&self, candidate: &Candidate<B>) -> Result<BTreeMap<String, Score>, ZooError> {
+        let scored = self
+            .scorer
+            .score_items(candidate.tensors.clone(), &self.items)?;
+        let mut scores = BTreeMap::new();
+        for metric in &self.metrics {
+            let (mut total, mut variance) = (0.0, 0.0);
+            for (index, task, subset) in &self.selected {
+                let (value, stderr) = subset.estimate(&metric.values(&scored[*index]));
+                let stderr = stderr.filter(|_| self.stderr_estimated);
+                total += value;
+                variance += stderr.unwrap_or(0.0).powi(2);
+                scores.insert(format!("{task}/{}", metric.name()), Score { value, stderr });
+            }
+            let n = self.selected.len() as f64;
+            scores.insert(
+                format!("mean/{}", metric.name()),
+                Score {
+                    value: total / n,
+                    stderr: self.stderr_estimated.then(|| variance.sqrt() / n),
+                },
+            );
+        }
+        Ok(scores)
+    }
+
+    /// Items scored per candidate, over all selected tasks.
+    pub fn items_per_candidate(&self) -> u64 {
+        self.selected.iter().map(|(_, _, s)| s.len() as u64).sum()
+    }
+}
+
+impl<B: Backend> Evaluator<B> for ZooEvaluator<B> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn objectives(&self) -> &[Objective] {
+        &self.objectives
+    }
+
+    fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome {
+        let started = Instant::now();
+        let cost = |items| Cost {
+            seconds: started.elapsed().as_secs_f64(),
+            items,
+            attempts: 1,
+        };
+        let result = match trial.candidate {
+            None => Err(
+                "the trial has no merged model (the zoo evaluator needs the zoo's models)"
+                    .to_string(),
+            ),
+            Some(candidate) => self.score(candidate).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(scores) => Ok(Evaluation {
+                scores,
+                cost: cost(Some(self.items_per_candidate())),
+            }),
+            Err(reason) => Err(Failure {
+                reason: format!("{}: {reason}", self.name),
+                cost: cost(None),
+            }),
+        }
+    }
+}
+
+/// Builds the zoo in `dir` with the default config unless one is already there.
+pub fn ensure_built(dir: &Path, progress: &ProgressBar) -> Result<(), ZooError> {
+    if read_manifest(dir)?.is_none() {
+        progress.set_message(format!("building the zoo in {} (once)", dir.display()));
+        build(dir, &ZooConfig::default(), progress)?;
+    }
+    Ok(())
+}
+
+/// For each task and item of the scorer's split, the probability that each panel model (the base,
+/// then every expert) gives the true label: the items' features for anchor selection. Cached in
+/// the zoo directory (`panel-<split>.json`) since it costs one full evaluation per panel model.
+pub fn panel_features<B: Backend>(
+    zoo: &Path,
+    scorer: &ZooScorer<B>,
+    progress: &ProgressBar,
+) -> Result<Vec<Vec<Vec<f32>>>, ZooError> {
+    let manifest = scorer.manifest();
+    let split = scorer.split();
+    let cache = zoo.join(format!("panel-{}.json", split.name()));
+    if let Ok(text) = std::fs::read_to_string(&cache)
+        && let Ok(features) = serde_json::from_str(&text)
+    {
+        return Ok(features);
+    }
+    let panel: Vec<&str> = std::iter::once(manifest.base.as_str())
+        .chain(manifest.tasks.iter().map(|t| t.expert.as_str()))
+        .collect();
+    let all: Vec<Vec<usize>> = scorer
+        .datasets()
+        .iter()
+        .map(|d| (0..d.len()).collect())
+        .collect();
+    let mut features: Vec<Vec<Vec<f32>>> = all
+        .iter()
+        .map(|items| vec![Vec::new(); items.len()])
+        .collect();
+    for (m, model) in panel.iter().enumerate() {
+        progress.set_message(format!(
+            "anchors: scoring panel model {}/{} ({model})",
+            m + 1,
+            panel.len()
+        ));
+        let model = Model::open(&zoo.join(model))?;
+        let scored = scorer.score_items(read_all(&model, scorer.device())?, &all)?;
+        for (task, items) in scored.iter().enumerate() {
+            for (row, log_p) in features[task].iter_mut().zip(&items.log_p_true) {
+                row.push(log_p.exp());
+            }
+        }
+    }
+    let staging = cache.with_extension("json.partial");
+    let text = serde_json::to_string(&features).expect("features serialize");
+    let io = |source| ZooError::Io {
+        path: cache.clone(),
+        source,
+    };
+    std::fs::write(&staging, text).map_err(io)?;
+    std::fs::rename(&staging, &cache).map_err(io)?;
+    Ok(features)
+}
