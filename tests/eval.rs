@@ -24,7 +24,7 @@ use crate::common::TempDir;
 type B = Flex;
 
 /// A zoo small enough to build in seconds in a debug build.
-fn tiny_zoo(dir: &Path) {
+pub fn tiny_zoo(dir: &Path) {
     let config = ZooConfig {
         seed: 11,
         encoder: EncoderConfig::mlp(),

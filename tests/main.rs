@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod eval;
 mod methods;
+mod zoo;

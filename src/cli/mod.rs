@@ -4,6 +4,7 @@
 mod demo;
 mod inspect;
 mod merge_config;
+mod zoo;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,12 +15,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use inspect::report as inspect_report;
 pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
+pub use zoo::ZooCommand;
 
 use crate::checkpoint::{Dtype, Model, ModelSet};
 use crate::device::DeviceSpec;
 use crate::fixtures::{SyntheticSpec, write_synthetic_model};
 use crate::merge::{StreamOptions, merge_streaming};
-use crate::zoo::build::{ZooConfig, build as build_zoo};
 
 /// Search the coefficients with which fine-tuned checkpoints of one base model are merged.
 #[derive(Debug, Parser)]
@@ -97,29 +98,6 @@ pub enum Command {
     },
 }
 
-/// The `zoo` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum ZooCommand {
-    /// Train the base and the eight experts on the CPU (cached: a second call is instant).
-    Build {
-        /// The zoo directory.
-        #[arg(long, default_value = "results/zoo")]
-        out: PathBuf,
-        /// Seed of data, initialization and training.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Pretraining steps of the base.
-        #[arg(long)]
-        pretrain_steps: Option<usize>,
-        /// Fine-tuning steps of each expert.
-        #[arg(long)]
-        finetune_steps: Option<usize>,
-        /// Fine-tuning learning rate.
-        #[arg(long)]
-        finetune_lr: Option<f64>,
-    },
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -163,26 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { out, device } => demo::run(&out, device),
-        Command::Zoo {
-            command:
-                ZooCommand::Build {
-                    out,
-                    seed,
-                    pretrain_steps,
-                    finetune_steps,
-                    finetune_lr,
-                },
-        } => {
-            let defaults = ZooConfig::default();
-            let config = ZooConfig {
-                seed,
-                pretrain_steps: pretrain_steps.unwrap_or(defaults.pretrain_steps),
-                finetune_steps: finetune_steps.unwrap_or(defaults.finetune_steps),
-                finetune_lr: finetune_lr.unwrap_or(defaults.finetune_lr),
-                ..defaults
-            };
-            zoo_build(&out, &config)
-        }
+        Command::Zoo { command } => zoo::run(command),
     }
 }
 
@@ -227,55 +186,21 @@ fn parse_size_arg(text: &str) -> Result<u64, String> {
     parse_size(&toml::Value::String(text.to_string()))
 }
 
-/// Builds (or finds cached) the zoo and prints each model's accuracy.
-fn zoo_build(out: &std::path::Path, config: &ZooConfig) -> anyhow::Result<()> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "zoo [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta} {wide_msg}",
-        )
-        .expect("progress template is valid")
-        .progress_chars("=> "),
-    );
-    let manifest = build_zoo(out, config, &bar)?;
-    bar.finish_and_clear();
-    println!(
-        "zoo: {} (built in {:.0}s)",
-        out.display(),
-        manifest.build_seconds
-    );
-    println!(
-        "{:<14} {:>8} {:>10} {:>8}",
-        "model", "classes", "val acc", "test acc"
-    );
-    let p = &manifest.pretrain;
-    println!(
-        "{:<14} {:>8} {:>10.3} {:>8.3}",
-        "base (pretrain)", 8, p.validation_accuracy, p.test_accuracy
-    );
-    for t in &manifest.tasks {
-        let m = &t.metrics;
-        println!(
-            "{:<14} {:>8} {:>10.3} {:>8.3}",
-            t.name,
-            t.classes.len(),
-            m.validation_accuracy,
-            m.test_accuracy
-        );
-    }
-    Ok(())
-}
-
 /// A progress bar over tensors on stderr (hidden when stderr is not a terminal).
 pub fn tensor_bar(label: &'static str) -> ProgressBar {
+    progress_bar(label, "tensors")
+}
+
+/// A progress bar on stderr counting `unit` (hidden when stderr is not a terminal).
+pub fn progress_bar(prefix: &'static str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} tensors, {elapsed} elapsed, eta {eta} {wide_msg}",
-        )
+        ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, eta {{eta}} {{wide_msg}}"
+        ))
         .expect("progress template is valid")
         .progress_chars("=> "),
     );
-    bar.set_prefix(label);
+    bar.set_prefix(prefix);
     bar
 }

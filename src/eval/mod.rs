@@ -31,6 +31,7 @@ mod model_dir;
 mod process;
 mod reply;
 mod subset;
+mod subset_study;
 mod worker;
 mod zoo;
 
@@ -47,6 +48,7 @@ pub use evaluator::{
 };
 pub use external::{ExternalConfig, PLACEHOLDERS};
 pub use subset::{Strategy, Subset, SubsetSpec};
+pub use subset_study::{Study, StudyConfig, StudyRow, subset_study};
 pub use worker::WorkerEvaluator;
 pub use zoo::{Metric, ZooEvalConfig, ZooEvaluator, default_zoo_dir, ensure_built, panel_features};
 

@@ -24,7 +24,9 @@ use super::evaluate::score_task;
 use super::model::{Classifier, EncoderConfig, Head, NamedTensor};
 use super::tasks::{Split, Task, generate, pretrain_dataset};
 use super::train::{TrainConfig, inference, train};
-use crate::checkpoint::{CheckpointError, DEFAULT_MAX_SHARD_BYTES, Dtype, ModelWriter, TensorSpec};
+use crate::checkpoint::{
+    CheckpointError, DEFAULT_MAX_SHARD_BYTES, Dtype, ModelSet, ModelWriter, TensorSpec,
+};
 use crate::merge::host_values;
 
 /// Everything that determines a zoo.
@@ -161,6 +163,12 @@ pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, ZooError> {
             path,
             reason: e.to_string(),
         })
+}
+
+/// The zoo in `dir` as a model set: the base and the experts in task order.
+pub fn model_set(dir: &Path, manifest: &Manifest) -> Result<ModelSet, ZooError> {
+    let experts: Vec<PathBuf> = manifest.tasks.iter().map(|t| dir.join(&t.expert)).collect();
+    Ok(ModelSet::open(&dir.join(&manifest.base), &experts)?)
 }
 
 /// Builds the zoo in `dir` on the CPU, or returns the cached one if `dir` holds a zoo built from

@@ -125,19 +125,32 @@ impl<B: Backend> ZooScorer<B> {
             .template
             .import(&TensorSource::new(tensors))
             .map_err(|e| ZooError::NotAnEncoder(e.to_string()))?;
-        Ok(self
-            .heads
-            .iter()
-            .zip(&self.data)
-            .zip(items)
-            .map(|((head, data), indices)| {
-                let model = Classifier {
-                    encoder: encoder.clone(),
-                    head: head.clone(),
-                };
-                item_scores(&model, data, indices, &self.device)
-            })
-            .collect())
+        let score = |t: usize| {
+            let model = Classifier {
+                encoder: encoder.clone(),
+                head: self.heads[t].clone(),
+            };
+            item_scores(&model, &self.data[t], &items[t], &self.device)
+        };
+        // Tasks are scored on parallel threads (the CPU backend runs a batch on one core); each
+        // task's result does not depend on the others, so the order of work does not matter.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let tasks: Vec<usize> = (0..self.heads.len().min(items.len())).collect();
+        let mut scored: Vec<(usize, ItemScores)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.min(tasks.len()))
+                .map(|w| {
+                    let mine: Vec<usize> = tasks.iter().copied().skip(w).step_by(threads).collect();
+                    let score = &score;
+                    scope.spawn(move || mine.into_iter().map(|t| (t, score(t))).collect::<Vec<_>>())
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a scoring thread panicked"))
+                .collect()
+        });
+        scored.sort_by_key(|(t, _)| *t);
+        Ok(scored.into_iter().map(|(_, s)| s).collect())
     }
 }
 

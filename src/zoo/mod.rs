@@ -2,6 +2,7 @@
 //! benchmark, made entirely by code (procedural image tasks, a shared pretrained base, experts
 //! fine-tuned from it) so that merge searches can be tried and tested without downloads.
 
+pub mod baselines;
 pub mod build;
 pub mod evaluate;
 pub mod model;

@@ -1,0 +1,164 @@
+//! `mergesearch zoo ...`: build the zoo, print its baseline table, and measure how well benchmark
+//! subsets estimate its test split.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Subcommand;
+
+use super::progress_bar as bar;
+use crate::device::DeviceSpec;
+use crate::eval::{StudyConfig, ensure_built, subset_study};
+use crate::zoo::baselines::Baselines;
+use crate::zoo::build::{ZooConfig, build as build_zoo};
+use crate::zoo::tasks::Split;
+
+/// The `zoo` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ZooCommand {
+    /// Train the base and the eight experts on the CPU (cached: a second call is instant).
+    Build {
+        /// The zoo directory.
+        #[arg(long, default_value = "results/zoo")]
+        out: PathBuf,
+        /// Seed of data, initialization and training.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Pretraining steps of the base.
+        #[arg(long)]
+        pretrain_steps: Option<usize>,
+        /// Fine-tuning steps of each expert.
+        #[arg(long)]
+        finetune_steps: Option<usize>,
+        /// Fine-tuning learning rate.
+        #[arg(long)]
+        finetune_lr: Option<f64>,
+    },
+    /// Print the baseline table on the test split as Markdown: base, experts, weight averaging,
+    /// task arithmetic and TIES (lambdas chosen on validation). Builds the zoo if missing.
+    Table {
+        /// The zoo directory.
+        #[arg(long, default_value = "results/zoo")]
+        zoo: PathBuf,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Measure how well random, stratified and anchor subsets estimate the test split's accuracy
+    /// over random merges, per subset size. Builds the zoo if missing.
+    Subsets {
+        /// The zoo directory.
+        #[arg(long, default_value = "results/zoo")]
+        zoo: PathBuf,
+        /// Random merges to score on the full split.
+        #[arg(long, default_value_t = 300)]
+        merges: usize,
+        /// Subset sizes (items per task), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,25,50,100,200")]
+        sizes: Vec<usize>,
+        /// Subset draws per strategy and size.
+        #[arg(long, default_value_t = 5)]
+        draws: u64,
+        /// Seed of the random merges.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+}
+
+/// Runs a `zoo` subcommand.
+pub fn run(command: ZooCommand) -> anyhow::Result<()> {
+    match command {
+        ZooCommand::Build {
+            out,
+            seed,
+            pretrain_steps,
+            finetune_steps,
+            finetune_lr,
+        } => {
+            let defaults = ZooConfig::default();
+            let config = ZooConfig {
+                seed,
+                pretrain_steps: pretrain_steps.unwrap_or(defaults.pretrain_steps),
+                finetune_steps: finetune_steps.unwrap_or(defaults.finetune_steps),
+                finetune_lr: finetune_lr.unwrap_or(defaults.finetune_lr),
+                ..defaults
+            };
+            build(&out, &config)
+        }
+        ZooCommand::Table { zoo, device } => {
+            let started = Instant::now();
+            ensure_built(&zoo, &bar("zoo", "steps"))?;
+            let bar = bar("table", "merges");
+            let device = device.open()?;
+            let table = crate::with_backend!(device, |B, device| {
+                Baselines::<B>::open(&zoo, &device)?.table(&zoo, &bar)
+            })?;
+            bar.finish_and_clear();
+            print!("{}", table.markdown());
+            eprintln!("({:.0}s)", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        ZooCommand::Subsets {
+            zoo,
+            merges,
+            sizes,
+            draws,
+            seed,
+            device,
+        } => {
+            let started = Instant::now();
+            ensure_built(&zoo, &bar("zoo", "steps"))?;
+            let config = StudyConfig {
+                merges,
+                sizes,
+                draws,
+                split: Split::Test,
+                seed,
+            };
+            let bar = bar("subsets", "merges");
+            let device = device.open()?;
+            let study = crate::with_backend!(device, |B, device| subset_study::<B>(
+                &zoo, &config, &device, &bar
+            ))?;
+            bar.finish_and_clear();
+            print!("{}", study.markdown());
+            eprintln!("({:.0}s)", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+    }
+}
+
+/// Builds (or finds cached) the zoo and prints each model's accuracy.
+fn build(out: &Path, config: &ZooConfig) -> anyhow::Result<()> {
+    let bar = bar("zoo", "steps");
+    let manifest = build_zoo(out, config, &bar)?;
+    bar.finish_and_clear();
+    println!(
+        "zoo: {} (built in {:.0}s)",
+        out.display(),
+        manifest.build_seconds
+    );
+    println!(
+        "{:<14} {:>8} {:>10} {:>8}",
+        "model", "classes", "val acc", "test acc"
+    );
+    let p = &manifest.pretrain;
+    println!(
+        "{:<14} {:>8} {:>10.3} {:>8.3}",
+        "base (pretrain)", 8, p.validation_accuracy, p.test_accuracy
+    );
+    for t in &manifest.tasks {
+        let m = &t.metrics;
+        println!(
+            "{:<14} {:>8} {:>10.3} {:>8.3}",
+            t.name,
+            t.classes.len(),
+            m.validation_accuracy,
+            m.test_accuracy
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! The zoo's analog of AdaMerging's Table 1: test accuracy per task and on average for the base,
+//! each expert on its own task, weight averaging, task arithmetic (lambda 0.3, and the lambda
+//! best on validation) and TIES (density 0.2, lambda best on validation).
+//!
+//! "Base" and "experts" pair each task's head (trained with its expert) with the base's or the
+//! expert's encoder; merges pair it with the merged encoder. Only validation accuracy chooses a
+//! lambda; test accuracy is reported.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use burn::prelude::*;
+use indicatif::ProgressBar;
+
+use super::build::{ZooError, model_set, read_manifest};
+use super::evaluate::{TaskScores, ZooScorer, read_all};
+use super::tasks::Split;
+use crate::checkpoint::{Granularity, Model};
+use crate::merge::{MergeError, MergePlan, Merger, Method, ParamValue};
+
+/// Lambdas tried for task arithmetic: 0.05 to 1.0 in steps of 0.05.
+pub const TASK_ARITHMETIC_LAMBDAS: [f64; 20] = [
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
+    0.9, 0.95, 1.0,
+];
+
+/// Lambdas tried for TIES (which averages the agreeing entries): 0.2 to 2.0 in steps of 0.2.
+pub const TIES_LAMBDAS: [f64; 10] = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0];
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The method.
+    pub method: String,
+    /// Its setting (lambda and how it was chosen), empty when there is none.
+    pub setting: String,
+    /// Test accuracy per task, in the zoo's order.
+    pub accuracy: Vec<f64>,
+}
+
+impl Row {
+    /// Mean test accuracy over the tasks.
+    pub fn mean(&self) -> f64 {
+        self.accuracy.iter().sum::<f64>() / self.accuracy.len().max(1) as f64
+    }
+}
+
+/// The table: task names and rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Task names, in the zoo's order.
+    pub tasks: Vec<String>,
+    /// The rows, in order.
+    pub rows: Vec<Row>,
+}
+
+/// The baselines failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// The zoo could not be read.
+    #[error(transparent)]
+    Zoo(#[from] ZooError),
+    /// A merge failed.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+}
+
+/// Scores the merges that need no search, for `rows` to be extended by tuned methods.
+pub struct Baselines<B: Backend> {
+    merger: Merger<B>,
+    validation: ZooScorer<B>,
+    test: ZooScorer<B>,
+    experts: usize,
+}
+
+impl<B: Backend> Baselines<B> {
+    /// Loads the zoo in `dir` (its base and experts onto `device`) and both evaluation splits.
+    pub fn open(dir: &Path, device: &B::Device) -> Result<Baselines<B>, BaselineError> {
+        let manifest = read_manifest(dir)?.ok_or_else(|| ZooError::BadManifest {
+            path: dir.join("zoo.json"),
+            reason: "missing: build the zoo first (`mergesearch zoo build`)".into(),
+        })?;
+        let set = model_set(dir, &manifest)?;
+        let merger = Merger::load(
+            &set,
+            &Granularity::default(),
+            device,
+            &ProgressBar::hidden(),
+        )?;
+        Ok(Baselines {
+            merger,
+            validation: ZooScorer::open(dir, Split::Validation, device)?,
+            test: ZooScorer::open(dir, Split::Test, device)?,
+            experts: set.experts.len(),
+        })
+    }
+
+    /// The table's rows: base, experts, weight averaging, task arithmetic, TIES.
+    pub fn table(&self, dir: &Path, progress: &ProgressBar) -> Result<Table, BaselineError> {
+        let manifest = self.test.manifest();
+        let tasks: Vec<String> = manifest.tasks.iter().map(|t| t.name.clone()).collect();
+        progress.set_length(
+            (3 + self.experts + TASK_ARITHMETIC_LAMBDAS.len() + TIES_LAMBDAS.len()) as u64,
+        );
+        let mut rows = Vec::new();
+        let base = Model::open(&dir.join(&manifest.base)).map_err(ZooError::from)?;
+        rows.push(row(
+            "base",
+            "",
+            &self
+                .test
+                .score_tensors(read_all(&base, self.test.device())?)?,
+        ));
+        progress.inc(1);
+        let mut own = Vec::new();
+        for (t, task) in manifest.tasks.iter().enumerate() {
+            let expert = Model::open(&dir.join(&task.expert)).map_err(ZooError::from)?;
+            own.push(
+                self.test
+                    .score_tensors(read_all(&expert, self.test.device())?)?[t]
+                    .accuracy,
+            );
+            progress.inc(1);
+        }
+        rows.push(Row {
+            method: "individual experts".into(),
+            setting: "each on its own task".into(),
+            accuracy: own,
+        });
+        let average = self.plan(Method::Linear, &[]);
+        rows.push(row(
+            "weight averaging",
+            "",
+            &self.score(&average, Split::Test)?,
+        ));
+        progress.inc(1);
+        let ta = |lambda: f64| self.plan(Method::TaskArithmetic, &[("lambda", lambda)]);
+        rows.push(row(
+            "task arithmetic",
+            "lambda 0.3",
+            &self.score(&ta(0.3), Split::Test)?,
+        ));
+        progress.inc(1);
+        let (lambda, scores) = self.best_on_validation(&TASK_ARITHMETIC_LAMBDAS, ta, progress)?;
+        rows.push(row(
+            "task arithmetic",
+            &format!("lambda {lambda} (best on validation)"),
+            &scores,
+        ));
+        let ties = |lambda: f64| self.plan(Method::Ties, &[("lambda", lambda), ("density", 0.2)]);
+        let (lambda, scores) = self.best_on_validation(&TIES_LAMBDAS, ties, progress)?;
+        rows.push(row(
+            "TIES",
+            &format!("density 0.2, lambda {lambda} (best on validation)"),
+            &scores,
+        ));
+        Ok(Table { tasks, rows })
+    }
+
+    /// The merge of every expert with weight 1 by `method`, with `params` (per-expert `density`,
+    /// shared otherwise).
+    pub fn plan(&self, method: Method, params: &[(&str, f64)]) -> MergePlan {
+        let mut plan = MergePlan::new(method, self.experts, 0);
+        for expert in &mut plan.experts {
+            expert.insert("weight".into(), ParamValue::Number(1.0));
+        }
+        for &(name, value) in params {
+            if name == "density" {
+                for expert in &mut plan.experts {
+                    expert.insert(name.into(), ParamValue::Number(value));
+                }
+            } else {
+                plan.shared.insert(name.into(), ParamValue::Number(value));
+            }
+        }
+        plan
+    }
+
+    /// Per-task scores of `plan` on `split`.
+    pub fn score(&self, plan: &MergePlan, split: Split) -> Result<Vec<TaskScores>, BaselineError> {
+        let scorer = match split {
+            Split::Test => &self.test,
+            _ => &self.validation,
+        };
+        Ok(scorer.score(&self.merger.materialize(plan)?)?)
+    }
+
+    /// The lambda of `lambdas` whose plan has the best mean validation accuracy (the smallest
+    /// on ties), and that plan's test scores.
+    fn best_on_validation(
+        &self,
+        lambdas: &[f64],
+        plan: impl Fn(f64) -> MergePlan,
+        progress: &ProgressBar,
+    ) -> Result<(f64, Vec<TaskScores>), BaselineError> {
+        let mut best = (f64::NEG_INFINITY, lambdas[0]);
+        for &lambda in lambdas {
+            let accuracy = mean_accuracy(&self.score(&plan(lambda), Split::Validation)?);
+            if accuracy > best.0 {
+                best = (accuracy, lambda);
+            }
+            progress.inc(1);
+        }
+        Ok((best.1, self.score(&plan(best.1), Split::Test)?))
+    }
+}
+
+fn mean_accuracy(scores: &[TaskScores]) -> f64 {
+    scores.iter().map(|s| s.accuracy).sum::<f64>() / scores.len().max(1) as f64
+}
+
+fn row(method: &str, setting: &str, scores: &[TaskScores]) -> Row {
+    Row {
+        method: method.into(),
+        setting: setting.into(),
+        accuracy: scores.iter().map(|s| s.accuracy).collect(),
+    }
+}
+
+impl Table {
+    /// The table as Markdown, accuracies in percent.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| method | setting |");
+        for task in &self.tasks {
+            let _ = write!(out, " {task} |");
+        }
+        out.push_str(" **average** |\n|---|---|");
+        out.push_str(&"---:|".repeat(self.tasks.len() + 1));
+        out.push('\n');
+        for row in &self.rows {
+            let _ = write!(out, "| {} | {} |", row.method, row.setting);
+            for a in &row.accuracy {
+                let _ = write!(out, " {:.1} |", 100.0 * a);
+            }
+            let _ = writeln!(out, " **{:.1}** |", 100.0 * row.mean());
+        }
+        out
+    }
+}
