@@ -623,3 +623,43 @@ fn bad_external_tables_fail_at_load_naming_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn the_shipped_example_evaluator_answers_in_both_modes_alike() {
+    let context = EvalContext::without_models(0);
+    let objectives = "objectives = { loss = \"minimize\", score = \"maximize\" }";
+    let mut command = build_one(
+        &format!(
+            "kind = \"command\"\nargv = [\"python3\", \"evaluators/example.py\", \"--params\", \"{{params_json}}\", \"--seed\", \"{{seed}}\"]\n{objectives}"
+        ),
+        &context,
+    );
+    let mut worker = build_one(
+        &format!(
+            "kind = \"worker\"\nargv = [\"python3\", \"evaluators/example.py\", \"--worker\"]\n{objectives}"
+        ),
+        &context,
+    );
+    for (id, params) in [json!({"x0": 0.2, "x1": 0.9}), json!({"x0": 0.7, "x1": 0.7})]
+        .into_iter()
+        .enumerate()
+    {
+        let by_command = evaluate(command.as_mut(), params.clone(), id as u64)
+            .unwrap()
+            .scores;
+        let by_worker = evaluate(worker.as_mut(), params, id as u64).unwrap().scores;
+        assert_eq!(by_command, by_worker);
+    }
+    let at_optimum = evaluate(command.as_mut(), json!({"x0": 0.7, "x1": 0.7}), 9)
+        .unwrap()
+        .scores;
+    assert_eq!(at_optimum["loss"].value, 0.0);
+    let failure = evaluate(command.as_mut(), json!({"x0": [1]}), 10).unwrap_err();
+    assert!(
+        failure
+            .reason
+            .contains("exited with status 1 (the evaluator reported an error:"),
+        "{}",
+        failure.reason
+    );
+}

@@ -69,10 +69,17 @@ impl CommandEvaluator {
                 &process,
             ));
         };
-        if !status.success() {
-            return Err(with_stderr(describe_exit(status), &process));
-        }
         let stdout = read_remaining(&process);
+        if !status.success() {
+            // A program that explains itself with {"error": ...} before exiting is quoted.
+            let own = find_reply(&stdout)
+                .and_then(|reply| read_scores(&reply, &self.objectives).err())
+                .map_or(String::new(), |e| format!(" ({e})"));
+            return Err(with_stderr(
+                format!("{}{own}", describe_exit(status)),
+                &process,
+            ));
+        }
         let reply = find_reply(&stdout).ok_or_else(|| {
             let shown = super::reply::clip(stdout.trim(), 300);
             with_stderr(
