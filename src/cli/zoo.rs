@@ -148,7 +148,14 @@ fn build(out: &Path, config: &ZooConfig) -> anyhow::Result<()> {
     let p = &manifest.pretrain;
     println!(
         "{:<14} {:>8} {:>10.3} {:>8.3}",
-        "base (pretrain)", 8, p.validation_accuracy, p.test_accuracy
+        "base (pretrain)",
+        manifest
+            .tasks
+            .iter()
+            .map(|t| t.classes.len())
+            .sum::<usize>(),
+        p.validation_accuracy,
+        p.test_accuracy
     );
     for t in &manifest.tasks {
         let m = &t.metrics;

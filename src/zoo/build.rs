@@ -1,6 +1,7 @@
 //! Building the zoo: pretrain the base on the broad pretraining task, fine-tune one expert per
-//! task (encoder and its own head) from it, and save everything as safetensors with a `zoo.json`
-//! manifest. Deterministic for a seed; cached: a zoo whose manifest records the same config is
+//! task from it (LP-FT: a new head is first fitted on the frozen base, then the encoder is
+//! fine-tuned under it), and save everything as safetensors with a `zoo.json` manifest.
+//! Deterministic for a seed; cached: a zoo whose manifest records the same config is
 //! reused as it is.
 //!
 //! Layout of a zoo directory:
@@ -36,7 +37,8 @@ pub struct ZooConfig {
     pub seed: u64,
     /// The encoder architecture.
     pub encoder: EncoderConfig,
-    /// Pretraining examples (drawn from all eight generators).
+    /// Pretraining examples (drawn from all eight generators, labelled in the joint label space of
+    /// all tasks).
     pub pretrain_examples: usize,
     /// Pretraining steps.
     pub pretrain_steps: usize,
@@ -46,6 +48,14 @@ pub struct ZooConfig {
     pub train_examples: usize,
     /// Validation and test examples per task (each).
     pub eval_examples: usize,
+    /// Linear-probing steps per expert before fine-tuning (LP-FT): the new head alone is fitted
+    /// on the frozen base.
+    pub probe_steps: usize,
+    /// Linear-probing learning rate.
+    pub probe_lr: f64,
+    /// Whether fine-tuning keeps the probed head fixed and moves only the encoder (as the CLIP
+    /// benchmark's experts keep their zero-shot heads).
+    pub freeze_head: bool,
     /// Fine-tuning steps per expert.
     pub finetune_steps: usize,
     /// Fine-tuning learning rate.
@@ -60,11 +70,14 @@ impl Default for ZooConfig {
             seed: 0,
             encoder: EncoderConfig::vit(),
             pretrain_examples: 8000,
-            pretrain_steps: 500,
+            pretrain_steps: 400,
             pretrain_lr: 1e-3,
             train_examples: 4000,
             eval_examples: 1000,
-            finetune_steps: 160,
+            probe_steps: 60,
+            probe_lr: 1e-2,
+            freeze_head: true,
+            finetune_steps: 180,
             finetune_lr: 5e-4,
             batch: 32,
         }
@@ -106,7 +119,7 @@ pub struct Manifest {
     pub config: ZooConfig,
     /// The base's directory, relative to the zoo.
     pub base: String,
-    /// The base on the pretraining task (8 generators).
+    /// The base on the pretraining task (the joint label space of all tasks).
     pub pretrain: Metrics,
     /// The heads' directory, relative to the zoo.
     pub heads: String,
@@ -191,13 +204,14 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
     let device = Default::default();
     let mut init = crate::rng::Rng::new(crate::rng::derive_seed(config.seed, "zoo/init", 0));
-    let steps = config.pretrain_steps + Task::ALL.len() * config.finetune_steps;
+    let steps =
+        config.pretrain_steps + Task::ALL.len() * (config.probe_steps + config.finetune_steps);
     progress.set_length(steps as u64);
 
     progress.set_message("pretraining the base");
     let encoder = config.encoder.init::<Train>(&mut init, &device);
-    let pretrain_head = Head::new(config.encoder.dim, Task::ALL.len(), &mut init, &device);
     let data = pretrain_dataset(Split::Train, config.pretrain_examples, config.seed);
+    let pretrain_head = Head::new(config.encoder.dim, data.classes, &mut init, &device);
     let schedule = TrainConfig {
         steps: config.pretrain_steps,
         batch: config.batch,
@@ -275,7 +289,8 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     Ok(manifest)
 }
 
-/// Fine-tunes one expert (encoder and head) on its task and scores it.
+/// Fine-tunes one expert on its task, after fitting the head alone on the frozen encoder for
+/// `probe_steps`, and scores it.
 fn finetune(
     config: &ZooConfig,
     index: usize,
@@ -285,11 +300,31 @@ fn finetune(
 ) -> (Classifier<Train>, Metrics) {
     let device = Default::default();
     let data = generate(task, Split::Train, config.train_examples, config.seed);
+    let Classifier { encoder, head } = model;
+    let probe = TrainConfig {
+        steps: config.probe_steps,
+        batch: config.batch,
+        lr: config.probe_lr,
+        seed: crate::rng::derive_seed(config.seed, &format!("probe/{}", task.name()), index as u64),
+    };
+    let frozen = Classifier {
+        encoder: encoder.clone().no_grad(),
+        head,
+    };
+    let (probed, _) = train(frozen, &data, &probe, &device, progress);
     let schedule = TrainConfig {
         steps: config.finetune_steps,
         batch: config.batch,
         lr: config.finetune_lr,
         seed: crate::rng::derive_seed(config.seed, task.name(), index as u64),
+    };
+    let model = Classifier {
+        encoder,
+        head: if config.freeze_head {
+            probed.head.no_grad()
+        } else {
+            probed.head
+        },
     };
     let (expert, loss) = train(model, &data, &schedule, &device, progress);
     let metrics = evaluate(&expert, loss, |split| {
@@ -347,6 +382,9 @@ mod tests {
             pretrain_lr: 1e-3,
             train_examples: 100,
             eval_examples: 50,
+            probe_steps: 2,
+            probe_lr: 1e-2,
+            freeze_head: true,
             finetune_steps: 3,
             finetune_lr: 1e-3,
             batch: 16,

@@ -59,8 +59,8 @@ pub enum Task {
 }
 
 impl Task {
-    /// All tasks, in benchmark order; a task's position here is its label in
-    /// [`pretrain_dataset`].
+    /// All tasks, in benchmark order, which is also the order of their classes in
+    /// [`pretrain_dataset`]'s joint label space.
     pub const ALL: [Task; 8] = [
         Task::Digits,
         Task::Shapes,
@@ -207,18 +207,28 @@ pub fn generate(task: Task, split: Split, n: usize, seed: u64) -> Dataset {
     })
 }
 
-/// `n` images for broad pretraining of the base model, labelled by the generator that drew them.
+/// `n` images for broad pretraining of the base model, drawn from all eight generators and
+/// labelled in the joint label space of all tasks: 52 classes, each task's classes after those of
+/// the tasks before it in [`Task::ALL`].
 ///
-/// Label `k` is the task `Task::ALL[k]` (8 classes, balanced as in [`generate`]); within it the
-/// image's class is uniform at random. The streams differ from those of [`generate`], so these
-/// images are not the tasks' own.
+/// The generators take turns (balanced as in [`generate`]); within one the image's class is
+/// uniform at random. The streams differ from those of [`generate`], so these images are not the
+/// tasks' own.
 pub fn pretrain_dataset(split: Split, n: usize, seed: u64) -> Dataset {
     let stream = derive_seed(seed, &format!("zoo/tasks/pretrain/{}", split.name()), 0);
-    build(n, Task::ALL.len(), stream, |label, rng, out| {
+    let mut classes = Vec::with_capacity(n);
+    let mut data = build(n, Task::ALL.len(), stream, |label, rng, out| {
         let task = Task::ALL[label as usize];
-        let class = rng.below(task.num_classes()) as u32;
-        render_into(task, class, rng, out)
-    })
+        let class = rng.below(task.num_classes());
+        render_into(task, class as u32, rng, out);
+        classes.push(class);
+    });
+    let offset = |task: usize| -> usize { Task::ALL[..task].iter().map(|t| t.num_classes()).sum() };
+    for (label, class) in data.labels.iter_mut().zip(classes) {
+        *label = (offset(*label as usize) + class) as u32;
+    }
+    data.classes = offset(Task::ALL.len());
+    data
 }
 
 /// Draws one image of class `label` of `task` from `rng` into `out` (`IMAGE_PIXELS` values).
@@ -920,12 +930,14 @@ mod tests {
     }
 
     #[test]
-    fn pretraining_covers_all_eight_generators() {
+    fn pretraining_covers_all_eight_generators_in_one_label_space() {
         let d = pretrain_dataset(Split::Train, 160, 9);
-        assert_eq!(d.classes, 8);
+        assert_eq!(d.classes, 52);
+        // Labels 0-9 are digits, 10-14 shapes, ..., 48-51 symmetry: 20 images per task.
+        let bounds = [0, 10, 15, 23, 29, 38, 44, 48, 52];
         let mut counts = [0usize; 8];
         for &l in &d.labels {
-            counts[l as usize] += 1;
+            counts[bounds.iter().rposition(|&b| b <= l as usize).unwrap()] += 1;
         }
         assert_eq!(counts, [20; 8]);
         assert!(d.images.iter().all(|x| (0.0..=1.0).contains(x)));
