@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod eval;
 mod methods;
+mod study;
 mod zoo;

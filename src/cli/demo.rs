@@ -1,91 +1,92 @@
-//! `mergesearch demo`: the default job until the search lands. Builds a small synthetic base and
-//! three experts (once), writes a TIES merge config beside them, merges, and reports how far the
-//! merged model lies from the base and from each expert.
+//! `mergesearch demo`: the default job. Builds the zoo if it is missing, searches the default
+//! space (task arithmetic with one weight per expert and layer group, scored on validation
+//! subsets) with CMA-ES, and compares the best merge found with task arithmetic on the held-out
+//! test split, which the search never saw.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use burn::prelude::Backend;
 
-use super::{MergeConfig, merge};
-use crate::checkpoint::{DEFAULT_MAX_SHARD_BYTES, Dtype, Model};
+use super::study::{RunArgs, print_summary, run};
 use crate::device::DeviceSpec;
-use crate::fixtures::{SyntheticSpec, write_synthetic_model};
+use crate::merge::{MergePlan, Method};
+use crate::zoo::baselines::{Baselines, Row};
+use crate::zoo::tasks::Split;
 
-const SPEC: SyntheticSpec = SyntheticSpec {
-    layers: 4,
-    hidden: 128,
-    vocab: 512,
-    dtype: Dtype::BF16,
-};
-const SEED: u64 = 2024;
-const EXPERTS: [&str; 3] = ["expert_a", "expert_b", "expert_c"];
+/// The default space.
+pub const DEFAULT_SPACE: &str = "search_spaces/zoo-layerwise.toml";
 
-const CONFIG: &str = r#"# A TIES merge of three experts, one weight per layer group for expert_a.
-# Layer groups (see `mergesearch inspect base`): embeddings, 4 blocks, head.
-method = "ties"
-base = "base"
-granularity = "layer"
-[params]
-lambda = 1.0
-[[experts]]
-path = "expert_a"
-weight = [0.2, 0.4, 0.6, 0.8, 0.5, 0.5]
-density = 0.2
-[[experts]]
-path = "expert_b"
-weight = 0.5
-density = 0.2
-[[experts]]
-path = "expert_c"
-weight = 0.5
-density = 0.3
-"#;
-
-/// Runs the demo in `out`.
-pub fn run(out: &Path, device: DeviceSpec) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    for (name, expert) in std::iter::once(("base", None))
-        .chain(EXPERTS.iter().enumerate().map(|(i, n)| (*n, Some(i))))
-    {
-        let dir = out.join(name);
-        if Model::open(&dir).is_err() {
-            eprintln!("writing synthetic model {}", dir.display());
-            write_synthetic_model(&dir, &SPEC, SEED, expert, DEFAULT_MAX_SHARD_BYTES)?;
-        }
-    }
-    let config_path = out.join("merge.toml");
-    std::fs::write(&config_path, CONFIG)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
-    let config = MergeConfig::load(&config_path)?;
-    let merged_dir = out.join("merged");
-    merge(&config, &merged_dir, device, true)?;
-
-    let merged = Model::open(&merged_dir)?;
-    println!("config: {}", config_path.display());
-    println!(
-        "merged model: {} ({} tensors)",
-        merged_dir.display(),
-        merged.tensors().len()
+/// Runs the default job: the search into `out` (resumed if it is there), then the comparison.
+pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow::Result<()> {
+    let space = PathBuf::from(DEFAULT_SPACE);
+    anyhow::ensure!(
+        space.exists(),
+        "{DEFAULT_SPACE} not found: run the demo from the repository root"
     );
-    println!("\nrelative L2 distance of the merged model to each input:");
-    for name in std::iter::once("base").chain(EXPERTS) {
-        let other = Model::open(&out.join(name))?;
-        println!("  {name:<9} {:.4}", relative_distance(&merged, &other)?);
-    }
-    println!("\nnext: `mergesearch inspect {}`", merged_dir.display());
+    let args = RunArgs {
+        space,
+        optimizer: "cmaes".into(),
+        budget,
+        seed: None,
+        set: Vec::new(),
+        out: Some(out.to_path_buf()),
+        resume: out.join(crate::record::RUN_FILE).exists(),
+        device,
+        workers: None,
+    };
+    let summary = run(&args)?;
+    print_summary(&summary);
+    let best = summary.best().context("no trial succeeded")?;
+    let space = super::load_space(&args.space, &[], None, budget)?;
+    let models = space.models.as_ref().expect("the default space merges");
+    let zoo = models
+        .base
+        .parent()
+        .context("the zoo's base lies in the zoo")?
+        .to_path_buf();
+    let plan = space
+        .decode(&best.point)
+        .plan
+        .expect("the default space merges");
+    let device = device.open()?;
+    let setting = format!("trial {} of {}", best.id, summary.trials.len());
+    let rows = crate::with_backend!(device, |B, device| compare::<B>(
+        &zoo, &plan, setting, &device
+    ))?;
+    let tasks = crate::zoo::build::read_manifest(&zoo)?
+        .context("the zoo has a manifest")?
+        .tasks
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    println!("\nheld-out test accuracy (%):\n");
+    print!(
+        "{}",
+        crate::zoo::baselines::Table { tasks, rows }.markdown()
+    );
     Ok(())
 }
 
-/// `||a - b|| / ||b||` over all tensors.
-fn relative_distance(a: &Model, b: &Model) -> anyhow::Result<f64> {
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for t in a.tensors() {
-        let x = a.read_f32(&t.info.name)?;
-        let y = b.read_f32(&t.info.name)?;
-        for (p, q) in x.iter().zip(&y) {
-            diff += f64::from(p - q).powi(2);
-            norm += f64::from(*q).powi(2);
-        }
-    }
-    Ok((diff / norm.max(f64::MIN_POSITIVE)).sqrt())
+/// Test accuracy of task arithmetic (lambda 0.3) and of the searched plan.
+fn compare<B: Backend>(
+    zoo: &Path,
+    plan: &MergePlan,
+    setting: String,
+    device: &B::Device,
+) -> anyhow::Result<Vec<Row>> {
+    let baselines = Baselines::<B>::open(zoo, device)?;
+    let ta = baselines.plan(Method::TaskArithmetic, &[("lambda", 0.3)]);
+    let row = |method: &str, setting: String, plan: &MergePlan| -> anyhow::Result<Row> {
+        let scores = baselines.score(plan, Split::Test)?;
+        Ok(Row {
+            method: method.into(),
+            setting,
+            accuracy: scores.iter().map(|s| s.accuracy).collect(),
+        })
+    };
+    Ok(vec![
+        row("task arithmetic", "lambda 0.3".into(), &ta)?,
+        row("searched (CMA-ES, layer-wise)", setting, plan)?,
+    ])
 }

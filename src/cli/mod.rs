@@ -2,8 +2,10 @@
 //! the library. `main` only parses, calls [`run`] and maps errors to exit codes.
 
 mod demo;
+mod export;
 mod inspect;
 mod merge_config;
+mod study;
 mod zoo;
 
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use inspect::report as inspect_report;
 pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
+pub use study::{RunArgs, load_space, make_optimizer};
 pub use zoo::ZooCommand;
 
 use crate::checkpoint::{Dtype, Model, ModelSet};
@@ -81,17 +84,92 @@ pub enum Command {
         #[arg(long, default_value = "5GB", value_parser = parse_size_arg)]
         max_shard_size: u64,
     },
+    /// Search a space: propose merges, score them, record every trial in a run directory.
+    Run {
+        /// The search space (TOML; see search_spaces/README.md).
+        space: PathBuf,
+        /// random, sobol, lhs, grid or cmaes.
+        #[arg(long, default_value = "cmaes")]
+        optimizer: String,
+        /// Trials to run (overrides the space's budget).
+        #[arg(long)]
+        budget: Option<usize>,
+        /// Run seed (overrides the space's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override a key of the space, e.g. --set budget.batch=4 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run directory (default results/<space name>-<optimizer>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in --out after a crash, a kill or Ctrl-C.
+        #[arg(long)]
+        resume: bool,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Trials evaluated at once.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Evaluate one point of a space and print its objectives as one JSON object.
+    Eval {
+        /// The search space.
+        space: PathBuf,
+        /// The point: a JSON list of coordinates in [0, 1], one per dimension.
+        #[arg(long)]
+        point: Option<String>,
+        /// Named parameters instead: a JSON file mapping each dimension's name to its value.
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Override a key of the space (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Print the best trials of a run.
+    Best {
+        /// The run directory.
+        run: PathBuf,
+        /// How many.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+    },
+    /// Write a trial's merged model, its plan, and a mergekit config where one fits.
+    Export {
+        /// The run directory.
+        run: PathBuf,
+        /// The trial's id.
+        #[arg(long)]
+        trial: u64,
+        /// Output model directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Replace the output directory if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// The built-in multi-task benchmark (a ViT zoo with real experts).
     Zoo {
         /// What to do with the zoo.
         #[command(subcommand)]
         command: ZooCommand,
     },
-    /// Build small synthetic models and merge them with TIES (the default job).
+    /// The default job: build the zoo if missing, search the default space with CMA-ES, and
+    /// compare the best merge with task arithmetic on the held-out test split.
     Demo {
-        /// Folder for the demo models, config and merged model.
+        /// The run directory (resumed when it holds the run already).
         #[arg(long, default_value = "results/demo")]
         out: PathBuf,
+        /// Trials (default: the space's budget).
+        #[arg(long)]
+        budget: Option<usize>,
         /// Compute device: cpu or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
@@ -140,8 +218,53 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Demo { out, device } => demo::run(&out, device),
+        Command::Demo {
+            out,
+            budget,
+            device,
+        } => demo::run_demo(&out, budget, device),
         Command::Zoo { command } => zoo::run(command),
+        Command::Run {
+            space,
+            optimizer,
+            budget,
+            seed,
+            set,
+            out,
+            resume,
+            device,
+            workers,
+        } => {
+            let args = RunArgs {
+                space,
+                optimizer,
+                budget,
+                seed,
+                set,
+                out,
+                resume,
+                device,
+                workers,
+            };
+            let summary = study::run(&args)?;
+            study::print_summary(&summary);
+            Ok(())
+        }
+        Command::Eval {
+            space,
+            point,
+            params,
+            set,
+            device,
+        } => study::eval(&space, &set, point.as_deref(), params.as_deref(), device),
+        Command::Best { run, top } => study::best(&run, top),
+        Command::Export {
+            run,
+            trial,
+            out,
+            device,
+            overwrite,
+        } => export::export(&run, trial, &out, device, overwrite),
     }
 }
 

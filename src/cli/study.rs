@@ -1,0 +1,275 @@
+//! `mergesearch run`, `eval` and `best`: search runs from the command line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use burn::prelude::Backend;
+use serde_json::json;
+
+use super::progress_bar;
+use crate::device::DeviceSpec;
+use crate::eval::{EvalContext, build_all};
+use crate::optim::{AnyOptimizer, Cmaes, CmaesOptions, by_name};
+use crate::record::{Status, TrialRecord, read_journal};
+use crate::space::Space;
+use crate::study::{RunOptions, RunSummary, Scalarizer, best_trial, run as run_study, run_trial};
+
+/// What `mergesearch run` was asked.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// The space file.
+    pub space: PathBuf,
+    /// The optimizer's name.
+    pub optimizer: String,
+    /// Trials (overrides the space's budget).
+    pub budget: Option<usize>,
+    /// Seed (overrides the space's).
+    pub seed: Option<u64>,
+    /// `key=value` overrides of the space.
+    pub set: Vec<String>,
+    /// The run directory (default `results/<space name>-<optimizer>`).
+    pub out: Option<PathBuf>,
+    /// Continue the run in `out`.
+    pub resume: bool,
+    /// Compute device.
+    pub device: DeviceSpec,
+    /// Trials evaluated at once.
+    pub workers: Option<usize>,
+}
+
+/// Loads the space with the command line's overrides (seed and budget as `--set` would).
+pub fn load_space(
+    path: &Path,
+    set: &[String],
+    seed: Option<u64>,
+    budget: Option<usize>,
+) -> anyhow::Result<Space> {
+    let mut overrides = set.to_vec();
+    if let Some(seed) = seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    if let Some(budget) = budget {
+        overrides.push(format!("budget.trials={budget}"));
+    }
+    Ok(Space::load(
+        path,
+        &overrides,
+        &progress_bar("zoo", "steps"),
+    )?)
+}
+
+/// A fresh optimizer for `space`: CMA-ES starts at the space's initial point.
+pub fn make_optimizer(name: &str, space: &Space) -> Result<AnyOptimizer, String> {
+    let batch = space.budget.batch.unwrap_or(8);
+    if name == "cmaes" {
+        let options = CmaesOptions {
+            mean: Some(space.initial_point()),
+            popsize: space.budget.batch,
+            seed: space.seed,
+            ..CmaesOptions::default()
+        };
+        return Cmaes::new(space.dim(), options)
+            .map(|c| AnyOptimizer::Cmaes(Box::new(c)))
+            .map_err(|e| e.to_string());
+    }
+    by_name(name, space.dim(), batch, space.seed).map_err(|e| e.to_string())
+}
+
+/// Runs a study; Ctrl-C stops it after the trials in flight.
+pub fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
+    let space = load_space(&args.space, &args.set, args.seed, args.budget)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("results").join(format!("{}-{}", space.name, args.optimizer))
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    // A second handler cannot be installed (tests run several studies in one process): then
+    // Ctrl-C keeps its default meaning.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the trials in flight (Ctrl-C again to quit at once)");
+    });
+    let options = RunOptions {
+        optimizer: args.optimizer.clone(),
+        out: out.clone(),
+        resume: args.resume,
+        workers: args.workers,
+    };
+    let bar = progress_bar("run", "trials");
+    let device = args.device.open()?;
+    let summary = crate::with_backend!(device, |B, device| run_study::<B>(
+        &space,
+        &options,
+        || make_optimizer(&args.optimizer, &space),
+        &device,
+        &bar,
+        &stop
+    ))
+    .with_context(|| format!("run {}", out.display()))?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// Prints the best trials of the run in `dir`, best first.
+pub fn best(dir: &Path, top: usize) -> anyhow::Result<()> {
+    let trials = read_journal(dir)?;
+    if trials.is_empty() {
+        bail!("{} holds no finished trial", dir.display());
+    }
+    let mut ok: Vec<&TrialRecord> = trials.iter().filter(|t| t.status == Status::Ok).collect();
+    ok.sort_by(|a, b| {
+        b.scalar
+            .partial_cmp(&a.scalar)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.id.cmp(&b.id))
+    });
+    let failed = trials.len() - ok.len();
+    println!(
+        "{}: {} trials, {failed} failed",
+        dir.display(),
+        trials.len()
+    );
+    for t in ok.iter().take(top) {
+        let scores: Vec<String> = t
+            .scores
+            .iter()
+            .take(12)
+            .map(|(k, s)| format!("{k}={:.4}", s.value))
+            .collect();
+        println!(
+            "trial {:>4}  scalar {:.4}  {}",
+            t.id,
+            t.scalar.unwrap_or(f64::NAN),
+            scores.join(" ")
+        );
+    }
+    if let Some(b) = best_trial(&trials) {
+        println!(
+            "best trial {} parameters: {}",
+            b.id,
+            serde_json::Value::Object(b.params.clone())
+        );
+    }
+    Ok(())
+}
+
+/// Evaluates one point (or named parameters) of a space and prints a JSON object.
+pub fn eval(
+    space_path: &Path,
+    set: &[String],
+    point: Option<&str>,
+    params: Option<&Path>,
+    device: DeviceSpec,
+) -> anyhow::Result<()> {
+    let space = load_space(space_path, set, None, None)?;
+    let point: Vec<f64> = match (point, params) {
+        (Some(text), None) => serde_json::from_str(text)
+            .context("--point must be a JSON list of numbers in [0, 1]")?,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                .with_context(|| {
+                    format!("{}: not a JSON object of named parameters", file.display())
+                })?;
+            space
+                .encode(&map)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+        _ => bail!("give exactly one of --point and --params"),
+    };
+    if point.len() != space.dim() || point.iter().any(|u| !(0.0..=1.0).contains(u)) {
+        bail!(
+            "the point must have {} coordinates, each in [0, 1] (the dimensions: {:?})",
+            space.dim(),
+            space.dimensions.iter().map(|d| &d.name).collect::<Vec<_>>()
+        );
+    }
+    let device = device.open()?;
+    let record =
+        crate::with_backend!(device, |B, device| eval_point::<B>(&space, &point, &device))?;
+    let scores: serde_json::Map<String, serde_json::Value> = record
+        .scores
+        .iter()
+        .map(|(k, s)| (k.clone(), json!(s.value)))
+        .collect();
+    let stderr: serde_json::Map<String, serde_json::Value> = record
+        .scores
+        .iter()
+        .filter_map(|(k, s)| s.stderr.map(|e| (k.clone(), json!(e))))
+        .collect();
+    println!(
+        "{}",
+        json!({"status": record.status, "params": record.params, "scores": scores, "stderr": stderr, "scalar": record.scalar, "error": record.error, "merge_seconds": record.merge_seconds, "eval_seconds": record.eval_seconds})
+    );
+    Ok(())
+}
+
+/// Prints what a run did: trials, failures, the best trial, the directory.
+pub fn print_summary(summary: &RunSummary) {
+    let failed = summary
+        .trials
+        .iter()
+        .filter(|t| t.status == Status::Failed)
+        .count();
+    println!(
+        "{} trials ({failed} failed) in {:.0}s{} -> {}",
+        summary.trials.len(),
+        summary.seconds,
+        if summary.interrupted {
+            ", stopped early (resume with --resume)"
+        } else {
+            ""
+        },
+        summary.dir.display()
+    );
+    if let Some(best) = summary.best() {
+        println!(
+            "best: trial {} with scalar score {:.4}",
+            best.id,
+            best.scalar.unwrap_or(f64::NAN)
+        );
+    }
+}
+
+/// Runs one trial of `space` at `point`, outside any run.
+fn eval_point<B: Backend>(
+    space: &Space,
+    point: &[f64],
+    device: &B::Device,
+) -> anyhow::Result<TrialRecord> {
+    let merger = match &space.models {
+        None => None,
+        Some(m) => {
+            let set = crate::checkpoint::ModelSet::open(&m.base, &m.experts)?;
+            Some(crate::merge::Merger::<B>::load(
+                &set,
+                &m.granularity,
+                device,
+                &indicatif::ProgressBar::hidden(),
+            )?)
+        }
+    };
+    let context = EvalContext {
+        base: space.models.as_ref().map(|m| m.base.clone()),
+        scratch: std::env::temp_dir(),
+        seed: space.seed,
+        progress: progress_bar("zoo", "steps"),
+    };
+    let mut evaluators = build_all::<B>(&space.evaluators, &context, device)?;
+    let scalarizer =
+        Scalarizer::new(&space.objectives, &evaluators).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(run_trial(
+        space,
+        merger.as_ref(),
+        &mut evaluators,
+        &scalarizer,
+        0,
+        0,
+        point,
+    ))
+}

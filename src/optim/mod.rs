@@ -1,0 +1,106 @@
+//! Optimizers: ask/tell state machines over the unit cube `[0, 1]^d`. An optimizer never calls
+//! an evaluator; the study loop asks it for a batch of points, evaluates them (concurrently,
+//! with retries), and tells it the results. Its whole state serializes, so a run can stop after
+//! any batch and resume to exactly the trials an uninterrupted run would have produced.
+//!
+//! Values told are to be **minimized** (the study negates scores where larger is better). A
+//! failed trial is told as `None`: optimizers rank it below every successful one.
+//!
+//! The optimizers, one per file:
+//!
+//! * [`RandomSearch`]: independent uniform points, the baseline every other optimizer must beat.
+//! * [`Sobol`], [`LatinHypercube`], [`Grid`]: space-filling designs that ignore the values told;
+//!   they cover the cube evenly for screening, or seed a model-based optimizer.
+//! * [`Cmaes`]: CMA-ES with IPOP restarts, the workhorse for continuous merge coefficients: it is
+//!   invariant to monotone transformations of the scores (it uses only their ranks) and learns
+//!   which coefficients interact.
+//!
+//! [`AnyOptimizer`] wraps them all in one serializable type, and [`by_name`] builds one from the
+//! name a run configuration gives.
+
+mod any;
+mod cmaes;
+mod covariance;
+mod design;
+mod eigen;
+mod exact;
+mod joe_kuo;
+mod random;
+
+use serde::{Deserialize, Serialize};
+
+pub use any::{AnyOptimizer, GRID_LEVELS, NAMES, PLANNED, by_name};
+pub use cmaes::{Cmaes, CmaesOptions, CovarianceModel, StopReason};
+pub use design::{Grid, LatinHypercube, Sobol};
+pub use random::RandomSearch;
+
+/// One evaluated point of the last batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Told {
+    /// The point as asked (unit cube).
+    pub point: Vec<f64>,
+    /// The value to minimize, or `None` when the trial failed.
+    pub value: Option<f64>,
+}
+
+/// An ask/tell optimizer over `[0, 1]^d`.
+pub trait Optimizer {
+    /// The next batch of points, each of the optimizer's dimension with coordinates in `[0, 1]`.
+    /// Empty when the optimizer has nothing more to propose (a finished grid).
+    fn ask(&mut self) -> Vec<Vec<f64>>;
+
+    /// The results of the last batch, in the order asked. A batch cut short by the budget may
+    /// be told in part (only its first points).
+    fn tell(&mut self, results: &[Told]);
+}
+
+/// An optimizer cannot be built as configured.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptimError {
+    /// The optimizer's name is not one of [`NAMES`].
+    #[error(
+        "unknown optimizer {name:?} (expected one of: {}; planned but not yet available: {})",
+        NAMES.join(", "),
+        PLANNED.join(", ")
+    )]
+    Unknown {
+        /// The name given.
+        name: String,
+    },
+    /// An option is out of its range.
+    #[error("optimizer option `{option}` {requirement} (got {got})")]
+    Invalid {
+        /// The option's name, as in the constructor or options struct.
+        option: &'static str,
+        /// What the option must satisfy, e.g. "must be positive".
+        requirement: String,
+        /// The value given, formatted.
+        got: String,
+    },
+}
+
+impl OptimError {
+    /// An [`OptimError::Invalid`] for `option`.
+    pub(crate) fn invalid(
+        option: &'static str,
+        requirement: impl Into<String>,
+        got: impl std::fmt::Display,
+    ) -> OptimError {
+        OptimError::Invalid {
+            option,
+            requirement: requirement.into(),
+            got: got.to_string(),
+        }
+    }
+}
+
+/// Checks the two arguments every optimizer takes.
+pub(crate) fn check_dim_batch(dim: usize, batch: usize) -> Result<(), OptimError> {
+    if dim == 0 {
+        return Err(OptimError::invalid("dim", "must be at least 1", dim));
+    }
+    if batch == 0 {
+        return Err(OptimError::invalid("batch", "must be at least 1", batch));
+    }
+    Ok(())
+}

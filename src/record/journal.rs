@@ -1,0 +1,86 @@
+//! The append-only trial journal (`trials.jsonl`): one JSON line per finished trial, flushed and
+//! synced before the next, so a crash or `kill -9` at any moment loses no finished trial. A line
+//! cut off by a crash is ignored when reading (that trial did not finish being recorded, and is
+//! run again on resume).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use super::RecordError;
+use super::trial::TrialRecord;
+
+/// The journal file of a run directory.
+pub const JOURNAL_FILE: &str = "trials.jsonl";
+
+/// An open journal, appending.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `dir` for appending, first cutting off a final line
+    /// that a crash left without its newline.
+    pub fn open(dir: &Path) -> Result<Journal, RecordError> {
+        let path = dir.join(JOURNAL_FILE);
+        let io = |e| RecordError::io(&path, e);
+        if path.exists() {
+            let bytes = std::fs::read(&path).map_err(io)?;
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            if complete < bytes.len() {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(complete as u64))
+                    .map_err(io)?;
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        Ok(Journal { path, file })
+    }
+
+    /// Appends one trial and syncs it to disk.
+    pub fn append(&mut self, trial: &TrialRecord) -> Result<(), RecordError> {
+        let mut line = serde_json::to_string(trial).expect("trial records serialize");
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| RecordError::io(&self.path, e))
+    }
+}
+
+/// Every complete trial in the journal of `dir` (none if it does not exist), in file order. A
+/// final line without its newline (a write cut short) is skipped; a damaged line elsewhere is an
+/// error naming the line.
+pub fn read_journal(dir: &Path) -> Result<Vec<TrialRecord>, RecordError> {
+    let path = dir.join(JOURNAL_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(RecordError::io(&path, e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut trials = Vec::new();
+    let mut line = String::new();
+    for number in 1.. {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|e| RecordError::io(&path, e))?;
+        if read == 0 || !line.ends_with('\n') {
+            break;
+        }
+        let trial = serde_json::from_str(line.trim_end()).map_err(|e| RecordError::Corrupt {
+            path: path.clone(),
+            reason: format!("line {number}: {e}"),
+        })?;
+        trials.push(trial);
+    }
+    Ok(trials)
+}

@@ -1,0 +1,55 @@
+//! What a run leaves behind in its directory: the append-only journal of finished trials
+//! (`trials.jsonl`), its compaction into `trials.parquet`, `run.json` (the resolved space, seed,
+//! optimizer, crate version and a hash of every input file), and the optimizer's state after the
+//! last complete batch (`optimizer.json`), from which `run --resume` continues.
+
+mod journal;
+mod parquet;
+mod run_info;
+mod trial;
+
+use std::path::{Path, PathBuf};
+
+pub use journal::{JOURNAL_FILE, Journal, read_journal};
+pub use parquet::{TRIALS_FILE, write_trials};
+pub use run_info::{RUN_FILE, RunInfo, hash_inputs, read_json, write_json_atomic};
+pub use trial::{Status, TrialRecord, now};
+
+/// Reading or writing a run's records failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The file system refused.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A record file does not parse.
+    #[error("{}: damaged: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing Parquet failed.
+    #[error("{}: cannot write Parquet: {reason}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// polars' message.
+        reason: String,
+    },
+}
+
+impl RecordError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> RecordError {
+        RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

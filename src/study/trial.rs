@@ -1,0 +1,134 @@
+//! Running one trial: decode the point, materialize the merge, run every evaluator, scalarize.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::prelude::*;
+
+use crate::eval::{Direction, Evaluator, Trial};
+use crate::merge::Merger;
+use crate::record::{Status, TrialRecord, now};
+use crate::rng::derive_seed;
+use crate::space::{ObjectiveSpec, Space};
+
+/// The objectives of the scalar score with their directions (from the evaluators).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalarizer {
+    /// `(name, direction, weight)`.
+    pub terms: Vec<(String, Direction, f64)>,
+}
+
+impl Scalarizer {
+    /// Matches the space's objectives with what the evaluators report; an objective nobody
+    /// reports is an error listing the ones available.
+    pub fn new<B: Backend>(
+        objectives: &[ObjectiveSpec],
+        evaluators: &[Box<dyn Evaluator<B>>],
+    ) -> Result<Scalarizer, String> {
+        let available: BTreeMap<&str, Direction> = evaluators
+            .iter()
+            .flat_map(|e| {
+                e.objectives()
+                    .iter()
+                    .map(|o| (o.name.as_str(), o.direction))
+            })
+            .collect();
+        let terms = objectives
+            .iter()
+            .map(|o| {
+                let direction = available.get(o.name.as_str()).ok_or_else(|| {
+                    let names: Vec<&&str> = available.keys().collect();
+                    format!(
+                        "objective {:?} is reported by no evaluator (they report {names:?})",
+                        o.name
+                    )
+                })?;
+                Ok((o.name.clone(), *direction, o.weight))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if terms.iter().all(|t| t.2 == 0.0) {
+            return Err("every objective has weight 0: give at least one a positive weight".into());
+        }
+        Ok(Scalarizer { terms })
+    }
+
+    /// The weighted mean of the objectives, each turned so that larger is better.
+    pub fn scalar(&self, scores: &BTreeMap<String, crate::eval::Score>) -> Option<f64> {
+        let mut total = 0.0;
+        let mut weights = 0.0;
+        for (name, direction, weight) in &self.terms {
+            total += weight * direction.to_maximized(scores.get(name)?.value);
+            weights += weight;
+        }
+        Some(total / weights)
+    }
+}
+
+/// Runs trial `id` of batch `generation` at `point`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_trial<B: Backend>(
+    space: &Space,
+    merger: Option<&Merger<B>>,
+    evaluators: &mut [Box<dyn Evaluator<B>>],
+    scalarizer: &Scalarizer,
+    id: u64,
+    generation: u64,
+    point: &[f64],
+) -> TrialRecord {
+    let started = now();
+    let decoded = space.decode(point);
+    let clock = Instant::now();
+    let candidate = match (merger, &decoded.plan) {
+        (Some(merger), Some(plan)) => match merger.materialize(plan) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => Err(format!("merge: {e}")),
+        },
+        _ => Ok(None),
+    };
+    let merge_seconds = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    let mut scores = BTreeMap::new();
+    let mut error = candidate.as_ref().err().cloned();
+    if let Ok(candidate) = &candidate {
+        let trial = Trial {
+            id,
+            seed: derive_seed(space.seed, "trial", id),
+            params: &decoded.params,
+            candidate: candidate.as_ref(),
+        };
+        for evaluator in evaluators.iter_mut() {
+            match evaluator.evaluate(&trial) {
+                Ok(evaluation) => scores.extend(evaluation.scores),
+                Err(failure) => {
+                    error = Some(failure.reason);
+                    break;
+                }
+            }
+        }
+    }
+    let scalar = error
+        .is_none()
+        .then(|| scalarizer.scalar(&scores))
+        .flatten();
+    if error.is_none() && scalar.is_none() {
+        error = Some("an objective of the scalar score is missing from the scores".into());
+    }
+    TrialRecord {
+        id,
+        generation,
+        status: if error.is_none() {
+            Status::Ok
+        } else {
+            Status::Failed
+        },
+        point: point.to_vec(),
+        params: decoded.params,
+        scores,
+        scalar,
+        merge_seconds,
+        eval_seconds: clock.elapsed().as_secs_f64(),
+        started,
+        finished: now(),
+        error,
+    }
+}
