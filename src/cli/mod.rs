@@ -85,34 +85,7 @@ pub enum Command {
         max_shard_size: u64,
     },
     /// Search a space: propose merges, score them, record every trial in a run directory.
-    Run {
-        /// The search space (TOML; see search_spaces/README.md).
-        space: PathBuf,
-        /// random, sobol, lhs, grid or cmaes.
-        #[arg(long, default_value = "cmaes")]
-        optimizer: String,
-        /// Trials to run (overrides the space's budget).
-        #[arg(long)]
-        budget: Option<usize>,
-        /// Run seed (overrides the space's).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Override a key of the space, e.g. --set budget.batch=4 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Run directory (default results/<space name>-<optimizer>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Continue the run in --out after a crash, a kill or Ctrl-C.
-        #[arg(long)]
-        resume: bool,
-        /// Compute device: cpu or cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
-        /// Trials evaluated at once.
-        #[arg(long)]
-        workers: Option<usize>,
-    },
+    Run(RunArgs),
     /// Evaluate one point of a space and print its objectives as one JSON object.
     Eval {
         /// The search space.
@@ -224,28 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             device,
         } => demo::run_demo(&out, budget, device),
         Command::Zoo { command } => zoo::run(command),
-        Command::Run {
-            space,
-            optimizer,
-            budget,
-            seed,
-            set,
-            out,
-            resume,
-            device,
-            workers,
-        } => {
-            let args = RunArgs {
-                space,
-                optimizer,
-                budget,
-                seed,
-                set,
-                out,
-                resume,
-                device,
-                workers,
-            };
+        Command::Run(args) => {
             let summary = study::run(&args)?;
             study::print_summary(&summary);
             Ok(())

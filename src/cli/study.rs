@@ -17,25 +17,33 @@ use crate::space::Space;
 use crate::study::{RunOptions, RunSummary, Scalarizer, best_trial, run as run_study, run_trial};
 
 /// What `mergesearch run` was asked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The space file.
+    /// The search space (TOML; see search_spaces/README.md).
     pub space: PathBuf,
-    /// The optimizer's name.
+    /// random, sobol, lhs, grid or cmaes.
+    #[arg(long, default_value = "cmaes")]
     pub optimizer: String,
-    /// Trials (overrides the space's budget).
+    /// Trials to run (overrides the space's budget).
+    #[arg(long)]
     pub budget: Option<usize>,
-    /// Seed (overrides the space's).
+    /// Run seed (overrides the space's).
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// `key=value` overrides of the space.
+    /// Override a key of the space, e.g. --set budget.batch=4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// The run directory (default `results/<space name>-<optimizer>`).
+    /// Run directory (default results/<space name>-<optimizer>).
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in `out`.
+    /// Continue the run in --out after a crash, a kill or Ctrl-C.
+    #[arg(long)]
     pub resume: bool,
-    /// Compute device.
+    /// Compute device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// Trials evaluated at once.
+    #[arg(long)]
     pub workers: Option<usize>,
 }
 

@@ -136,11 +136,7 @@ pub fn load(
     overrides: &[String],
     progress: &ProgressBar,
 ) -> Result<Space, SpaceError> {
-    let fail = |key: &str, problem: String| SpaceError {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        problem,
-    };
+    let fail = |key: &str, problem: String| SpaceError::new(file, key, problem);
     let text = std::fs::read_to_string(file)
         .map_err(|e| fail("(file)", format!("cannot be read: {e}")))?;
     let mut raw: toml::Value =
@@ -157,11 +153,7 @@ pub fn from_value(
     raw: toml::Value,
     progress: &ProgressBar,
 ) -> Result<Space, SpaceError> {
-    let fail = |key: &str, problem: String| SpaceError {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        problem,
-    };
+    let fail = |key: &str, problem: String| SpaceError::new(file, key, problem);
     let spec: SpaceFile = raw.clone().try_into().map_err(|e: toml::de::Error| {
         fail(
             "(schema)",

@@ -34,6 +34,17 @@ pub struct SpaceError {
     pub problem: String,
 }
 
+impl SpaceError {
+    /// An error about `key` of the space in `file`.
+    pub fn new(file: &Path, key: &str, problem: String) -> SpaceError {
+        SpaceError {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            problem,
+        }
+    }
+}
+
 /// The base, the experts and the layer groups of a space with models.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Models {
