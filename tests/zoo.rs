@@ -16,7 +16,8 @@ fn the_baseline_table_has_every_row_and_the_experts_match_their_manifest() {
     let zoo = tmp.join("zoo");
     tiny_zoo(&zoo);
     let manifest = read_manifest(&zoo).unwrap().unwrap();
-    let baselines = Baselines::<Flex>::open(&zoo, &Default::default()).unwrap();
+    let baselines =
+        Baselines::<Flex>::open(&zoo, &Default::default(), &Default::default()).unwrap();
     let table = baselines.table(&zoo, &ProgressBar::hidden()).unwrap();
     let methods: Vec<&str> = table.rows.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(

@@ -9,6 +9,7 @@ use anyhow::Context;
 use burn::prelude::Backend;
 
 use super::study::{RunArgs, print_summary, run};
+use crate::checkpoint::Granularity;
 use crate::device::DeviceSpec;
 use crate::merge::{MergePlan, Method};
 use crate::zoo::baselines::{Baselines, Row};
@@ -52,7 +53,11 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
     let device = device.open()?;
     let setting = format!("trial {} of {}", best.id, summary.trials.len());
     let rows = crate::with_backend!(device, |B, device| compare::<B>(
-        &zoo, &plan, setting, &device
+        &zoo,
+        &models.granularity,
+        &plan,
+        setting,
+        &device
     ))?;
     let tasks = crate::zoo::build::read_manifest(&zoo)?
         .context("the zoo has a manifest")?
@@ -71,11 +76,12 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
 /// Test accuracy of task arithmetic (lambda 0.3) and of the searched plan.
 fn compare<B: Backend>(
     zoo: &Path,
+    granularity: &Granularity,
     plan: &MergePlan,
     setting: String,
     device: &B::Device,
 ) -> anyhow::Result<Vec<Row>> {
-    let baselines = Baselines::<B>::open(zoo, device)?;
+    let baselines = Baselines::<B>::open(zoo, granularity, device)?;
     let ta = baselines.plan(Method::TaskArithmetic, &[("lambda", 0.3)]);
     let row = |method: &str, setting: String, plan: &MergePlan| -> anyhow::Result<Row> {
         let scores = baselines.score(plan, Split::Test)?;

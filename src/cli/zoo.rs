@@ -94,7 +94,7 @@ pub fn run(command: ZooCommand) -> anyhow::Result<()> {
             let bar = bar("table", "merges");
             let device = device.open()?;
             let table = crate::with_backend!(device, |B, device| {
-                Baselines::<B>::open(&zoo, &device)?.table(&zoo, &bar)
+                Baselines::<B>::open(&zoo, &Default::default(), &device)?.table(&zoo, &bar)
             })?;
             bar.finish_and_clear();
             print!("{}", table.markdown());

@@ -74,19 +74,19 @@ pub struct Baselines<B: Backend> {
 }
 
 impl<B: Backend> Baselines<B> {
-    /// Loads the zoo in `dir` (its base and experts onto `device`) and both evaluation splits.
-    pub fn open(dir: &Path, device: &B::Device) -> Result<Baselines<B>, BaselineError> {
+    /// Loads the zoo in `dir` (its base and experts onto `device`, grouped at `granularity` for
+    /// plans with per-group values) and both evaluation splits.
+    pub fn open(
+        dir: &Path,
+        granularity: &Granularity,
+        device: &B::Device,
+    ) -> Result<Baselines<B>, BaselineError> {
         let manifest = read_manifest(dir)?.ok_or_else(|| ZooError::BadManifest {
             path: dir.join("zoo.json"),
             reason: "missing: build the zoo first (`mergesearch zoo build`)".into(),
         })?;
         let set = model_set(dir, &manifest)?;
-        let merger = Merger::load(
-            &set,
-            &Granularity::default(),
-            device,
-            &ProgressBar::hidden(),
-        )?;
+        let merger = Merger::load(&set, granularity, device, &ProgressBar::hidden())?;
         Ok(Baselines {
             merger,
             validation: ZooScorer::open(dir, Split::Validation, device)?,
