@@ -314,3 +314,114 @@ fn a_run_killed_mid_way_and_resumed_gives_the_trials_of_an_uninterrupted_run() {
             .contains("already holds a run: continue it with --resume")
     );
 }
+
+fn mergesearch(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mergesearch"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sweep_eval_best_and_export_work_from_the_command_line() {
+    let tmp = TempDir::new("study", "cli");
+    let (base, experts) = models(&tmp);
+    let text = format!(
+        "{}\n[merge]\nmethod = \"ties\"\nfixed = {{ density = 0.5 }}\n[[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n{SCORE_BY_PYTHON}\n[budget]\ntrials = 4\nbatch = 2\n",
+        models_table(&base, &experts)
+    );
+    let space = write(tmp.path(), "space.toml", &text);
+    let space = space.to_str().unwrap();
+    let sweep_dir = tmp.join("sweep");
+    let out = mergesearch(&[
+        "sweep",
+        space,
+        "--grid",
+        "optimizer=random,sobol",
+        "--grid",
+        "budget.trials=3,4",
+        "--out",
+        sweep_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(table.lines().count(), 2 + 4, "{table}");
+    assert!(
+        table.contains("| optimizer=sobol,budget.trials=4 | 4 | 0 |"),
+        "{table}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sweep_dir.join("sweep.md")).unwrap(),
+        table
+    );
+    let run = sweep_dir.join("optimizer=random,budget.trials=4");
+    assert_eq!(read_journal(&run).unwrap().len(), 4);
+
+    let out = mergesearch(&["eval", space, "--point", "[0.5, 0.25, 1.0]"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["status"], "ok");
+    assert!(
+        (reply["scores"]["loss"].as_f64().unwrap() - 1.3125).abs() < 1e-12,
+        "{reply}"
+    );
+    let out = mergesearch(&["eval", space, "--point", "[0.5]"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the point must have 3 coordinates"));
+
+    let out = mergesearch(&["best", run.to_str().unwrap()]);
+    assert!(out.status.success());
+    let best = read_journal(&run)
+        .unwrap()
+        .into_iter()
+        .max_by(|a, b| a.scalar.partial_cmp(&b.scalar).unwrap())
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("best trial {} parameters", best.id))
+    );
+
+    let exported = tmp.join("exported");
+    let out = mergesearch(&[
+        "export",
+        run.to_str().unwrap(),
+        "--trial",
+        &best.id.to_string(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = std::fs::read_to_string(exported.join("mergekit.yml")).unwrap();
+    assert!(
+        yaml.contains("merge_method: ties") && yaml.contains("density: 0.5"),
+        "{yaml}"
+    );
+    let plan: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(exported.join("mergesearch-plan.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(plan["experts"][0]["weight"], best.params["weight[math]"]);
+    assert!(mergesearch::checkpoint::Model::open(&exported).is_ok());
+    let out = mergesearch(&[
+        "export",
+        run.to_str().unwrap(),
+        "--trial",
+        "99",
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no trial 99"));
+}

@@ -6,6 +6,7 @@ mod export;
 mod inspect;
 mod merge_config;
 mod study;
+mod sweep;
 mod zoo;
 
 use std::path::PathBuf;
@@ -86,6 +87,27 @@ pub enum Command {
     },
     /// Search a space: propose merges, score them, record every trial in a run directory.
     Run(RunArgs),
+    /// One run per combination of settings (`--grid key=v1,v2`, repeatable; `optimizer` and
+    /// `seed` are keys too), summarized in one table (also written to OUT/sweep.md).
+    Sweep {
+        /// The search space.
+        space: PathBuf,
+        /// A setting and its values, e.g. --grid budget.trials=20,40 --grid optimizer=random,cmaes.
+        #[arg(long = "grid", value_name = "KEY=V1,V2", required = true, value_parser = sweep::parse_axis)]
+        grid: Vec<sweep::Axis>,
+        /// The optimizer of runs whose grid does not set one.
+        #[arg(long, default_value = "cmaes")]
+        optimizer: String,
+        /// The folder of the runs.
+        #[arg(long, default_value = "results/sweep")]
+        out: PathBuf,
+        /// Compute device: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Trials evaluated at once.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Evaluate one point of a space and print its objectives as one JSON object.
     Eval {
         /// The search space.
@@ -210,6 +232,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             device,
         } => study::eval(&space, &set, point.as_deref(), params.as_deref(), device),
         Command::Best { run, top } => study::best(&run, top),
+        Command::Sweep {
+            space,
+            grid,
+            optimizer,
+            out,
+            device,
+            workers,
+        } => sweep::sweep(&space, &grid, &optimizer, &out, device, workers),
         Command::Export {
             run,
             trial,
