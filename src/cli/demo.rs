@@ -1,7 +1,7 @@
 //! `mergesearch demo`: the default job. Builds the zoo if it is missing, searches the default
 //! space (task arithmetic with one weight per expert and layer group, scored on validation
-//! subsets) with CMA-ES, and compares the best merge found with task arithmetic on the held-out
-//! test split, which the search never saw.
+//! subsets) with CMA-ES, and compares the best merge found with weight averaging and task
+//! arithmetic on the held-out test split, which the search never saw.
 
 use std::path::{Path, PathBuf};
 
@@ -73,7 +73,7 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
     Ok(())
 }
 
-/// Test accuracy of task arithmetic (lambda 0.3) and of the searched plan.
+/// Test accuracy of weight averaging, task arithmetic (lambda 0.3) and the searched plan.
 fn compare<B: Backend>(
     zoo: &Path,
     granularity: &Granularity,
@@ -91,7 +91,9 @@ fn compare<B: Backend>(
             accuracy: scores.iter().map(|s| s.accuracy).collect(),
         })
     };
+    let average = baselines.plan(Method::Linear, &[]);
     Ok(vec![
+        row("weight averaging", String::new(), &average)?,
         row("task arithmetic", "lambda 0.3".into(), &ta)?,
         row("searched (CMA-ES, layer-wise)", setting, plan)?,
     ])
