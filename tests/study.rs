@@ -425,3 +425,54 @@ fn sweep_eval_best_and_export_work_from_the_command_line() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no trial 99"));
 }
+
+#[test]
+fn stopping_mid_batch_keeps_the_finished_trials_and_resume_completes_the_batch() {
+    let tmp = TempDir::new("study", "stop");
+    let text = "seed = 2\n[[params]]\nname = \"x\"\nlow = -1.0\nhigh = 1.0\n[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", \"-c\", \"import json,sys,time; time.sleep(0.05); p=json.loads(sys.argv[1]); print(json.dumps({'scores': {'loss': p['x']**2}}))\", \"{params_json}\"]\nobjectives = { loss = \"minimize\" }\n[[objectives]]\nname = \"loss\"\n[budget]\ntrials = 12\nbatch = 6\n";
+    let path = write(tmp.path(), "space.toml", text);
+    let space = Space::load(&path, &[], &ProgressBar::hidden()).unwrap();
+    let out = tmp.join("run");
+    let stop = AtomicBool::new(false);
+    let summary = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while read_journal(&out).map(|t| t.len()).unwrap_or(0) < 2 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let options = RunOptions {
+            optimizer: "random".into(),
+            out: out.clone(),
+            resume: false,
+            workers: None,
+        };
+        run::<Flex>(
+            &space,
+            &options,
+            || make_optimizer("random", &space),
+            &Default::default(),
+            &ProgressBar::hidden(),
+            &stop,
+        )
+        .unwrap()
+    });
+    assert!(summary.interrupted);
+    assert!(
+        summary.trials.is_empty(),
+        "the first batch was not finished, so nothing was told"
+    );
+    let kept = read_journal(&out).unwrap().len();
+    assert!(
+        (2..6).contains(&kept),
+        "stopped after the trial in flight: {kept} of 6"
+    );
+    let resumed = run_space(&path, &out, "random", true);
+    let reference = run_space(&path, &tmp.join("reference"), "random", false);
+    let strip = |ts: &[TrialRecord]| {
+        ts.iter()
+            .map(|t| (t.id, t.point.clone(), t.scores.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&resumed), strip(&reference));
+}

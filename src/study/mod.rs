@@ -214,10 +214,17 @@ pub fn run<B: Backend>(
             &mut journal,
             progress,
             &recorded,
+            stop,
         )?;
         for record in fresh {
             batch[(record.id - snapshot.next_id) as usize] = Some(record.clone());
             recorded.insert(record.id, record);
+        }
+        if batch.iter().any(Option::is_none) {
+            // Stopped mid-batch: the finished trials are in the journal; a resume re-asks this
+            // batch and evaluates the rest.
+            interrupted = true;
+            break;
         }
         let told: Vec<Told> = batch
             .iter()
@@ -255,7 +262,7 @@ pub fn run<B: Backend>(
 }
 
 /// Evaluates the batch's trials that are not recorded yet, `workers` at a time, appending each
-/// to the journal as soon as it finishes.
+/// to the journal as soon as it finishes. Once `stop` is set, no worker starts another trial.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_batch<B: Backend>(
     space: &Space,
@@ -269,6 +276,7 @@ fn evaluate_batch<B: Backend>(
     journal: &mut Journal,
     progress: &ProgressBar,
     recorded: &BTreeMap<u64, TrialRecord>,
+    stop: &AtomicBool,
 ) -> Result<Vec<TrialRecord>, StudyError> {
     let todo: Vec<usize> = (0..points.len()).filter(|&j| batch[j].is_none()).collect();
     let next = AtomicUsize::new(0);
@@ -287,7 +295,7 @@ fn evaluate_batch<B: Backend>(
             let (next, todo, finished) = (&next, &todo, &finished);
             let show = &show;
             scope.spawn(move || {
-                loop {
+                while !stop.load(Ordering::SeqCst) {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&j) = todo.get(k) else { break };
                     let record = run_trial(
