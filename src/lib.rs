@@ -9,6 +9,7 @@ pub mod eval;
 pub mod fixtures;
 pub mod merge;
 pub mod optim;
+pub mod pareto;
 pub mod record;
 pub mod rng;
 pub mod space;
