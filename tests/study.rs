@@ -476,3 +476,55 @@ fn stopping_mid_batch_keeps_the_finished_trials_and_resume_completes_the_batch()
     };
     assert_eq!(strip(&resumed), strip(&reference));
 }
+
+#[test]
+fn a_two_objective_run_keeps_its_front_and_hypervolume_and_plots_them() {
+    let tmp = TempDir::new("study", "front");
+    let text = "seed = 4\n[[params]]\nname = \"x0\"\nlow = 0.0\nhigh = 1.0\n[[params]]\nname = \"x1\"\nlow = 0.0\nhigh = 1.0\n[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", \"evaluators/example.py\", \"--params\", \"{params_json}\", \"--seed\", \"{seed}\"]\nobjectives = { loss = \"minimize\", score = \"maximize\" }\n[[objectives]]\nname = \"loss\"\n[[objectives]]\nname = \"score\"\n[budget]\ntrials = 16\nbatch = 8\n";
+    let space = write(tmp.path(), "space.toml", text);
+    let out = tmp.join("run");
+    let trials = run_space(&space, &out, "sobol", false);
+    assert_eq!(trials.len(), 16);
+    let history: Vec<serde_json::Value> = std::fs::read_to_string(out.join("hypervolume.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(history.len(), 2, "one line per batch");
+    let volumes: Vec<f64> = history
+        .iter()
+        .map(|h| h["hypervolume"].as_f64().unwrap())
+        .collect();
+    assert!(volumes[0] > 0.0 && volumes[1] >= volumes[0], "{volumes:?}");
+    let info: mergesearch::record::RunInfo =
+        mergesearch::record::read_json(&out.join("run.json")).unwrap();
+    assert_eq!(info.reference.as_ref().map(Vec::len), Some(2));
+    assert!(out.join("front.parquet").exists());
+    // Every trial on the front is dominated by no other trial.
+    let (front, _) = mergesearch::record::front(&trials, &info.objectives);
+    for f in &front {
+        let dominated = trials.iter().any(|t| {
+            let (tl, ts, fl, fs) = (
+                t.scores["loss"].value,
+                t.scores["score"].value,
+                f.scores["loss"].value,
+                f.scores["score"].value,
+            );
+            tl <= fl && ts >= fs && (tl < fl || ts > fs)
+        });
+        assert!(!dominated, "trial {} is dominated", f.id);
+    }
+    let output = mergesearch(&["front", out.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains(&format!("{} of 16 trials", front.len())),
+        "{printed}"
+    );
+    let svg = std::fs::read_to_string(out.join("front-loss-score.svg")).unwrap();
+    assert!(svg.contains("loss (lower is better)") && svg.contains("score (higher is better)"));
+}

@@ -3,6 +3,7 @@
 
 mod demo;
 mod export;
+mod front;
 mod inspect;
 mod merge_config;
 mod study;
@@ -125,6 +126,12 @@ pub enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Print a run's Pareto front over its objectives and plot it (one SVG per pair of
+    /// objectives, written into the run directory).
+    Front {
+        /// The run directory.
+        run: PathBuf,
+    },
     /// Print the best trials of a run.
     Best {
         /// The run directory.
@@ -232,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             device,
         } => study::eval(&space, &set, point.as_deref(), params.as_deref(), device),
         Command::Best { run, top } => study::best(&run, top),
+        Command::Front { run } => front::show_front(&run),
         Command::Sweep {
             space,
             grid,

@@ -1,17 +1,24 @@
 //! What a run leaves behind in its directory: the append-only journal of finished trials
 //! (`trials.jsonl`), its compaction into `trials.parquet`, `run.json` (the resolved space, seed,
 //! optimizer, crate version and a hash of every input file), and the optimizer's state after the
-//! last complete batch (`optimizer.json`), from which `run --resume` continues.
+//! last complete batch (`optimizer.json`), from which `run --resume` continues; and the Pareto
+//! front over the space's objectives with its hypervolume history.
 
+mod front;
 mod journal;
 mod parquet;
+mod plot;
 mod run_info;
 mod trial;
 
 use std::path::{Path, PathBuf};
 
+pub use front::{
+    FRONT_FILE, HYPERVOLUME_FILE, HypervolumePoint, front, objective_points, update_front,
+};
 pub use journal::{JOURNAL_FILE, Journal, read_journal};
-pub use parquet::{TRIALS_FILE, write_trials};
+pub use parquet::{TRIALS_FILE, write_table, write_trials};
+pub use plot::{Axis as PlotAxis, scatter_svg};
 pub use run_info::{RUN_FILE, RunInfo, hash_inputs, read_json, write_json_atomic};
 pub use trial::{Status, TrialRecord, now};
 

@@ -24,9 +24,17 @@ pub fn write_trials(
     trials: &[TrialRecord],
     dimensions: &[String],
 ) -> Result<(), RecordError> {
-    let path = dir.join(TRIALS_FILE);
+    write_table(&dir.join(TRIALS_FILE), trials, dimensions)
+}
+
+/// Writes `trials` as a trial table (the columns above) to `path`, atomically.
+pub fn write_table(
+    path: &Path,
+    trials: &[TrialRecord],
+    dimensions: &[String],
+) -> Result<(), RecordError> {
     let fail = |e: PolarsError| RecordError::Parquet {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason: e.to_string(),
     };
     let mut columns = vec![
@@ -107,5 +115,5 @@ pub fn write_trials(
     let staging = path.with_extension("parquet.partial");
     let file = std::fs::File::create(&staging).map_err(|e| RecordError::io(&staging, e))?;
     ParquetWriter::new(file).finish(&mut frame).map_err(fail)?;
-    std::fs::rename(&staging, &path).map_err(|e| RecordError::io(&path, e))
+    std::fs::rename(&staging, path).map_err(|e| RecordError::io(path, e))
 }

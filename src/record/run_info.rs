@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::RecordError;
+use crate::eval::Objective;
 
 /// The run description file of a run directory.
 pub const RUN_FILE: &str = "run.json";
@@ -28,6 +29,12 @@ pub struct RunInfo {
     pub budget_trials: Option<usize>,
     /// The dimensions' names, in point order.
     pub dimensions: Vec<String>,
+    /// The space's objectives with their directions (from the evaluators).
+    #[serde(default)]
+    pub objectives: Vec<Objective>,
+    /// The hypervolume reference point (objectives maximized), fixed after the first batch.
+    #[serde(default)]
+    pub reference: Option<Vec<f64>>,
     /// mergesearch's version.
     pub version: String,
     /// xxh3-64 hash (hex) of every input file: the space, the models, the zoo manifest.

@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 pub use trial::{Scalarizer, run_trial};
 
 use crate::checkpoint::ModelSet;
-use crate::eval::{EvalContext, Evaluator, build_all};
+use crate::eval::{EvalContext, Evaluator, Objective, build_all};
 use crate::merge::Merger;
 use crate::optim::{AnyOptimizer, Optimizer, Told};
 use crate::record::{
     Journal, RUN_FILE, RecordError, RunInfo, Status, TrialRecord, hash_inputs, now, read_journal,
-    read_json, write_json_atomic, write_trials,
+    read_json, update_front, write_json_atomic, write_trials,
 };
 use crate::space::Space;
 
@@ -114,8 +114,6 @@ pub fn run<B: Backend>(
     let started = Instant::now();
     let dir = &options.out;
     let setup = StudyError::Setup;
-    let info = run_info(space, &options.optimizer)?;
-    prepare_dir(dir, options.resume, &info)?;
 
     let merger = match &space.models {
         None => None,
@@ -136,13 +134,23 @@ pub fn run<B: Backend>(
         seed: space.seed,
         progress: progress.clone(),
     };
-    std::fs::create_dir_all(&context.scratch).map_err(|e| RecordError::io(&context.scratch, e))?;
     let mut evaluator_sets: Vec<Vec<Box<dyn Evaluator<B>>>> = (0..workers)
         .map(|_| build_all::<B>(&space.evaluators, &context, device))
         .collect::<Result<_, _>>()
         .map_err(|e| setup(format!("{}: {e}", space.file.display())))?;
     let scalarizer = Scalarizer::new(&space.objectives, &evaluator_sets[0])
         .map_err(|e| setup(format!("{}: `objectives`: {e}", space.file.display())))?;
+    let objectives = scalarizer
+        .terms
+        .iter()
+        .map(|(name, direction, _)| Objective::new(name, *direction))
+        .collect();
+    let mut info = prepare_dir(
+        dir,
+        options.resume,
+        run_info(space, &options.optimizer, objectives)?,
+    )?;
+    std::fs::create_dir_all(&context.scratch).map_err(|e| RecordError::io(&context.scratch, e))?;
 
     let snapshot_path = dir.join(OPTIMIZER_FILE);
     let mut snapshot = if options.resume && snapshot_path.exists() {
@@ -246,6 +254,7 @@ pub fn run<B: Backend>(
             .cloned()
             .collect();
         write_trials(dir, &trials, &info.dimensions)?;
+        update_front(dir, &mut info, &trials, snapshot.generation)?;
     }
     let trials: Vec<TrialRecord> = recorded
         .into_values()
@@ -321,7 +330,11 @@ fn evaluate_batch<B: Backend>(
 }
 
 /// The run description for `space`.
-fn run_info(space: &Space, optimizer: &str) -> Result<RunInfo, StudyError> {
+fn run_info(
+    space: &Space,
+    optimizer: &str,
+    objectives: Vec<Objective>,
+) -> Result<RunInfo, StudyError> {
     let mut inputs = vec![space.file.clone()];
     if let Some(models) = &space.models {
         inputs.push(models.base.clone());
@@ -334,14 +347,17 @@ fn run_info(space: &Space, optimizer: &str) -> Result<RunInfo, StudyError> {
         optimizer: optimizer.to_string(),
         budget_trials: space.budget.trials,
         dimensions: space.dimensions.iter().map(|d| d.name.clone()).collect(),
+        objectives,
+        reference: None,
         version: env!("CARGO_PKG_VERSION").to_string(),
         inputs: hash_inputs(&inputs)?,
         created: now(),
     })
 }
 
-/// Creates the run directory with its `run.json`, or checks that a resumed one matches.
-fn prepare_dir(dir: &Path, resume: bool, info: &RunInfo) -> Result<(), StudyError> {
+/// Creates the run directory with its `run.json`, or checks that a resumed one matches; returns
+/// the run description in force (a resumed run keeps its own, with its reference point).
+fn prepare_dir(dir: &Path, resume: bool, info: RunInfo) -> Result<RunInfo, StudyError> {
     let path = dir.join(RUN_FILE);
     if !resume {
         if path.exists() {
@@ -351,7 +367,8 @@ fn prepare_dir(dir: &Path, resume: bool, info: &RunInfo) -> Result<(), StudyErro
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| RecordError::io(dir, e))?;
-        return Ok(write_json_atomic(&path, info)?);
+        write_json_atomic(&path, &info)?;
+        return Ok(info);
     }
     if !path.exists() {
         return Err(StudyError::Setup(format!(
@@ -405,5 +422,12 @@ fn prepare_dir(dir: &Path, resume: bool, info: &RunInfo) -> Result<(), StudyErro
             }
         }
     }
-    Ok(())
+    Ok(RunInfo {
+        objectives: if old.objectives.is_empty() {
+            info.objectives
+        } else {
+            old.objectives.clone()
+        },
+        ..old
+    })
 }
