@@ -4,9 +4,11 @@ use clap::Parser;
 use mergesearch::checkpoint::{CheckpointError, GroupError};
 use mergesearch::cli::{Cli, ConfigError, run};
 use mergesearch::device::DeviceError;
+use mergesearch::eval::EvalConfigError;
 use mergesearch::merge::{MergeError, PlanError};
+use mergesearch::space::SpaceError;
 
-/// Exit code for a config or plan that cannot be used.
+/// Exit code for a config, plan, search space or evaluator table that cannot be used.
 const EXIT_CONFIG: i32 = 2;
 /// Exit code for unreadable, corrupt or mismatched models.
 const EXIT_INPUT: i32 = 3;
@@ -15,7 +17,11 @@ const EXIT_DEVICE: i32 = 4;
 
 fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
-        if cause.is::<ConfigError>() || cause.is::<PlanError>() {
+        if cause.is::<ConfigError>()
+            || cause.is::<PlanError>()
+            || cause.is::<SpaceError>()
+            || cause.is::<EvalConfigError>()
+        {
             return EXIT_CONFIG;
         }
         if cause.is::<CheckpointError>() || cause.is::<GroupError>() {

@@ -374,6 +374,26 @@ fn sweep_eval_best_and_export_work_from_the_command_line() {
         (reply["scores"]["loss"].as_f64().unwrap() - 1.3125).abs() < 1e-12,
         "{reply}"
     );
+    let bad = write(
+        tmp.path(),
+        "bad.toml",
+        &text.replace("high = 1.0", "high = -1.0"),
+    );
+    let out = mergesearch(&[
+        "run",
+        bad.to_str().unwrap(),
+        "--out",
+        tmp.join("bad-run").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an invalid space is a config error"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("`params[0] (weight)` has an empty or infinite range")
+    );
     let out = mergesearch(&["eval", space, "--point", "[0.5]"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the point must have 3 coordinates"));
