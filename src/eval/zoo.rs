@@ -272,9 +272,9 @@ impl<B: Backend> Evaluator<B> for ZooEvaluator<B> {
     }
 }
 
-/// Builds the zoo in `dir` with the default config unless one is already there.
+/// Builds the zoo in `dir` with the default config unless a readable one is already there.
 pub fn ensure_built(dir: &Path, progress: &ProgressBar) -> Result<(), ZooError> {
-    if read_manifest(dir)?.is_none() {
+    if !matches!(read_manifest(dir), Ok(Some(_))) {
         progress.set_message(format!("building the zoo in {} (once)", dir.display()));
         build(dir, &ZooConfig::default(), progress)?;
     }

@@ -186,11 +186,15 @@ pub fn model_set(dir: &Path, manifest: &Manifest) -> Result<ModelSet, ZooError> 
 
 /// Builds the zoo in `dir` on the CPU, or returns the cached one if `dir` holds a zoo built from
 /// the same config. The zoo appears under `dir` only when complete.
+///
+/// A zoo built from another config, or whose manifest no longer parses (an older mergesearch),
+/// is replaced; a directory that holds anything else is refused before any training.
 pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<Manifest, ZooError> {
-    if let Some(manifest) = read_manifest(dir)?
-        && manifest.config == *config
-    {
-        return Ok(manifest);
+    match read_manifest(dir) {
+        Ok(Some(manifest)) if manifest.config == *config => return Ok(manifest),
+        Ok(Some(_)) | Err(ZooError::BadManifest { .. }) => {}
+        Ok(None) => refuse_foreign(dir)?,
+        Err(e) => return Err(e),
     }
     let started = Instant::now();
     let staging = dir.with_extension("partial");
@@ -287,6 +291,25 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     }
     std::fs::rename(&staging, dir).map_err(io(dir))?;
     Ok(manifest)
+}
+
+/// Errors unless `dir` is missing or empty: the zoo replaces its directory when done, and must
+/// never replace something that is not a zoo.
+fn refuse_foreign(dir: &Path) -> Result<(), ZooError> {
+    let io = |source| ZooError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.exists() && std::fs::read_dir(dir).map_err(io)?.next().is_some() {
+        return Err(ZooError::BadManifest {
+            path: dir.join(MANIFEST),
+            reason:
+                "missing, and the directory is not empty: it is not a zoo, so nothing is built \
+                     there (choose an empty or new directory)"
+                    .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Fine-tunes one expert on its task, after fitting the head alone on the frozen encoder for
@@ -419,6 +442,27 @@ mod tests {
         let heads = Model::open(&a.join("heads")).unwrap();
         assert!(heads.get("heads.counting.weight").is_some());
         assert_eq!(heads.tensors().len(), 16);
+        // A directory that is not a zoo is refused and left alone; a damaged manifest is rebuilt.
+        let foreign = root.join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        std::fs::write(foreign.join("weights.bin"), b"precious").unwrap();
+        let error = build(&foreign, &tiny(), &bar).unwrap_err().to_string();
+        assert!(error.contains("it is not a zoo"), "{error}");
+        assert_eq!(
+            std::fs::read(foreign.join("weights.bin")).unwrap(),
+            b"precious"
+        );
+        std::fs::write(b.join(MANIFEST), "{\"old\": true}").unwrap();
+        assert_eq!(
+            files(&b),
+            files(&a),
+            "the damaged zoo's files are still there"
+        );
+        build(&b, &tiny(), &bar).unwrap();
+        assert!(
+            read_manifest(&b).unwrap().is_some(),
+            "rebuilt with a readable manifest"
+        );
         // Another seed is another zoo.
         let other = ZooConfig { seed: 4, ..tiny() };
         build(&b, &other, &bar).unwrap();
