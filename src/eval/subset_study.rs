@@ -15,7 +15,7 @@ use crate::checkpoint::Granularity;
 use crate::merge::{MergePlan, Merger, Method, ParamValue};
 use crate::rng::{Rng, derive_seed};
 use crate::zoo::baselines::BaselineError;
-use crate::zoo::build::{ZooError, model_set, read_manifest};
+use crate::zoo::build::model_set;
 use crate::zoo::evaluate::ZooScorer;
 use crate::zoo::tasks::Split;
 
@@ -69,11 +69,8 @@ pub fn subset_study<B: Backend>(
     device: &B::Device,
     progress: &ProgressBar,
 ) -> Result<Study, BaselineError> {
-    let manifest = read_manifest(dir)?.ok_or_else(|| ZooError::BadManifest {
-        path: dir.join("zoo.json"),
-        reason: "missing: build the zoo first (`mergesearch zoo build`)".into(),
-    })?;
     let scorer = ZooScorer::<B>::open(dir, config.split, device)?;
+    let manifest = scorer.manifest();
     let panel = panel_features(dir, &scorer, progress)?;
     let strategies = [Strategy::Random, Strategy::Stratified, Strategy::Anchors];
     // subsets[s][z][d][task]
@@ -106,7 +103,7 @@ pub fn subset_study<B: Backend>(
                 .collect()
         })
         .collect();
-    let set = model_set(dir, &manifest)?;
+    let set = model_set(dir, manifest)?;
     let merger = Merger::<B>::load(
         &set,
         &Granularity::default(),

@@ -12,7 +12,7 @@ use std::path::Path;
 use burn::prelude::*;
 use indicatif::ProgressBar;
 
-use super::build::{ZooError, model_set, read_manifest};
+use super::build::{ZooError, model_set};
 use super::evaluate::{TaskScores, ZooScorer, read_all};
 use super::tasks::Split;
 use crate::checkpoint::{Granularity, Model};
@@ -81,16 +81,14 @@ impl<B: Backend> Baselines<B> {
         granularity: &Granularity,
         device: &B::Device,
     ) -> Result<Baselines<B>, BaselineError> {
-        let manifest = read_manifest(dir)?.ok_or_else(|| ZooError::BadManifest {
-            path: dir.join("zoo.json"),
-            reason: "missing: build the zoo first (`mergesearch zoo build`)".into(),
-        })?;
-        let set = model_set(dir, &manifest)?;
+        let validation = ZooScorer::open(dir, Split::Validation, device)?;
+        let test = ZooScorer::open(dir, Split::Test, device)?;
+        let set = model_set(dir, test.manifest())?;
         let merger = Merger::load(&set, granularity, device, &ProgressBar::hidden())?;
         Ok(Baselines {
             merger,
-            validation: ZooScorer::open(dir, Split::Validation, device)?,
-            test: ZooScorer::open(dir, Split::Test, device)?,
+            validation,
+            test,
             experts: set.experts.len(),
         })
     }
