@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::prelude::Backend;
 
-use super::study::{RunArgs, print_summary, run};
+use super::study::{RunArgs, print_summary, run_space};
 use crate::checkpoint::Granularity;
 use crate::device::DeviceSpec;
 use crate::merge::{MergePlan, Method};
-use crate::zoo::baselines::{Baselines, Row};
+use crate::zoo::baselines::{Baselines, Row, Table};
 use crate::zoo::tasks::Split;
 
 /// The default space.
@@ -36,10 +36,10 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
         device,
         workers: None,
     };
-    let summary = run(&args)?;
+    let space = super::load_space(&args.space, &[], None, budget)?;
+    let summary = run_space(&space, &args)?;
     print_summary(&summary);
     let best = summary.best().context("no trial succeeded")?;
-    let space = super::load_space(&args.space, &[], None, budget)?;
     let models = space.models.as_ref().expect("the default space merges");
     let zoo = models
         .base
@@ -52,24 +52,15 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
         .expect("the default space merges");
     let device = device.open()?;
     let setting = format!("trial {} of {}", best.id, summary.trials.len());
-    let rows = crate::with_backend!(device, |B, device| compare::<B>(
+    let table = crate::with_backend!(device, |B, device| compare::<B>(
         &zoo,
         &models.granularity,
         &plan,
         setting,
         &device
     ))?;
-    let tasks = crate::zoo::build::read_manifest(&zoo)?
-        .context("the zoo has a manifest")?
-        .tasks
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
     println!("\nheld-out test accuracy (%):\n");
-    print!(
-        "{}",
-        crate::zoo::baselines::Table { tasks, rows }.markdown()
-    );
+    print!("{}", table.markdown());
     Ok(())
 }
 
@@ -80,21 +71,24 @@ fn compare<B: Backend>(
     plan: &MergePlan,
     setting: String,
     device: &B::Device,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<Table> {
     let baselines = Baselines::<B>::open(zoo, granularity, device)?;
     let ta = baselines.plan(Method::TaskArithmetic, &[("lambda", 0.3)]);
-    let row = |method: &str, setting: String, plan: &MergePlan| -> anyhow::Result<Row> {
-        let scores = baselines.score(plan, Split::Test)?;
-        Ok(Row {
-            method: method.into(),
+    let row = |method: &str, setting: &str, plan: &MergePlan| -> anyhow::Result<Row> {
+        Ok(Row::new(
+            method,
             setting,
-            accuracy: scores.iter().map(|s| s.accuracy).collect(),
-        })
+            &baselines.score(plan, Split::Test)?,
+        ))
     };
     let average = baselines.plan(Method::Linear, &[]);
-    Ok(vec![
-        row("weight averaging", String::new(), &average)?,
-        row("task arithmetic", "lambda 0.3".into(), &ta)?,
-        row("searched (CMA-ES, layer-wise)", setting, plan)?,
-    ])
+    let rows = vec![
+        row("weight averaging", "", &average)?,
+        row("task arithmetic", "lambda 0.3", &ta)?,
+        row("searched (CMA-ES, layer-wise)", &setting, plan)?,
+    ];
+    Ok(Table {
+        tasks: baselines.task_names(),
+        rows,
+    })
 }

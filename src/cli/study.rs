@@ -88,6 +88,11 @@ pub fn make_optimizer(name: &str, space: &Space) -> Result<AnyOptimizer, String>
 /// Runs a study; Ctrl-C stops it after the trials in flight.
 pub fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
     let space = load_space(&args.space, &args.set, args.seed, args.budget)?;
+    run_space(&space, args)
+}
+
+/// Runs a study of a space already loaded from `args`' space file and overrides.
+pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(format!("{}-{}", space.name, args.optimizer))
     });
@@ -110,9 +115,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
     let bar = progress_bar("run", "trials");
     let device = args.device.open()?;
     let summary = crate::with_backend!(device, |B, device| run_study::<B>(
-        &space,
+        space,
         &options,
-        || make_optimizer(&args.optimizer, &space),
+        || make_optimizer(&args.optimizer, space),
         &device,
         &bar,
         &stop
@@ -252,15 +257,7 @@ fn eval_point<B: Backend>(
 ) -> anyhow::Result<TrialRecord> {
     let merger = match &space.models {
         None => None,
-        Some(m) => {
-            let set = crate::checkpoint::ModelSet::open(&m.base, &m.experts)?;
-            Some(crate::merge::Merger::<B>::load(
-                &set,
-                &m.granularity,
-                device,
-                &indicatif::ProgressBar::hidden(),
-            )?)
-        }
+        Some(models) => Some(models.merger::<B>(device)?),
     };
     let context = EvalContext {
         base: space.models.as_ref().map(|m| m.base.clone()),

@@ -77,18 +77,20 @@ pub fn update_front(
     trials: &[TrialRecord],
     generation: u64,
 ) -> Result<(), RecordError> {
-    let (scored, points) = objective_points(trials, &info.objectives);
-    if points.is_empty() {
-        return Ok(());
-    }
     if info.reference.is_none() {
+        let (_, points) = objective_points(trials, &info.objectives);
+        if points.is_empty() {
+            return Ok(());
+        }
         info.reference = reference_point(&points).ok();
         super::write_json_atomic(&dir.join(super::RUN_FILE), info)?;
     }
-    let on_front = front_indices(&points).unwrap_or_default();
-    let front_trials: Vec<TrialRecord> = on_front.iter().map(|&i| scored[i].clone()).collect();
+    let (on_front, front_points) = front(trials, &info.objectives);
+    if on_front.is_empty() {
+        return Ok(());
+    }
+    let front_trials: Vec<TrialRecord> = on_front.iter().map(|&t| t.clone()).collect();
     write_table(&dir.join(FRONT_FILE), &front_trials, &info.dimensions)?;
-    let front_points: Vec<Vec<f64>> = on_front.iter().map(|&i| points[i].clone()).collect();
     let reference = info.reference.as_deref().unwrap_or_default();
     let volume = hypervolume(&front_points, reference).unwrap_or(0.0);
     let line = HypervolumePoint {

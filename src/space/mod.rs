@@ -18,9 +18,11 @@ use serde_json::{Map, Value};
 pub use file::{BudgetSpec, ObjectiveSpec, ParamScope};
 pub use param::{Domain, Scale};
 
-use crate::checkpoint::{Granularity, LayerGroups, Model};
+use burn::prelude::Backend;
+
+use crate::checkpoint::{Granularity, LayerGroups, Model, ModelSet};
 use crate::eval::EvaluatorConfig;
-use crate::merge::{MergePlan, Method, ParamValue, Scope};
+use crate::merge::{MergeError, MergePlan, Merger, Method, ParamValue, Scope};
 
 /// A space that does not load: the file, the key and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +60,14 @@ pub struct Models {
     pub granularity: Granularity,
     /// The layer groups' names.
     pub groups: Vec<String>,
+}
+
+impl Models {
+    /// The base and task vectors on `device`, grouped at the space's granularity.
+    pub fn merger<B: Backend>(&self, device: &B::Device) -> Result<Merger<B>, MergeError> {
+        let set = ModelSet::open(&self.base, &self.experts)?;
+        Merger::load(&set, &self.granularity, device, &ProgressBar::hidden())
+    }
 }
 
 /// One dimension of the cube.

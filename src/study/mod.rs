@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 
 pub use trial::{Scalarizer, run_trial};
 
-use crate::checkpoint::ModelSet;
 use crate::eval::{EvalContext, Evaluator, Objective, build_all};
 use crate::merge::Merger;
 use crate::optim::{AnyOptimizer, Optimizer, Told};
@@ -119,10 +118,9 @@ pub fn run<B: Backend>(
         None => None,
         Some(models) => {
             progress.set_message("loading the base and the experts");
-            let set =
-                ModelSet::open(&models.base, &models.experts).map_err(|e| setup(e.to_string()))?;
             Some(
-                Merger::<B>::load(&set, &models.granularity, device, &ProgressBar::hidden())
+                models
+                    .merger::<B>(device)
                     .map_err(|e| setup(e.to_string()))?,
             )
         }

@@ -39,6 +39,15 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row of `method` at `setting` with the test accuracy of each task's `scores`.
+    pub fn new(method: &str, setting: &str, scores: &[TaskScores]) -> Row {
+        Row {
+            method: method.into(),
+            setting: setting.into(),
+            accuracy: scores.iter().map(|s| s.accuracy).collect(),
+        }
+    }
+
     /// Mean test accuracy over the tasks.
     pub fn mean(&self) -> f64 {
         self.accuracy.iter().sum::<f64>() / self.accuracy.len().max(1) as f64
@@ -93,16 +102,26 @@ impl<B: Backend> Baselines<B> {
         })
     }
 
+    /// The zoo's task names, in order.
+    pub fn task_names(&self) -> Vec<String> {
+        self.test
+            .manifest()
+            .tasks
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
     /// The table's rows: base, experts, weight averaging, task arithmetic, TIES.
     pub fn table(&self, dir: &Path, progress: &ProgressBar) -> Result<Table, BaselineError> {
         let manifest = self.test.manifest();
-        let tasks: Vec<String> = manifest.tasks.iter().map(|t| t.name.clone()).collect();
+        let tasks = self.task_names();
         progress.set_length(
             (3 + self.experts + TASK_ARITHMETIC_LAMBDAS.len() + TIES_LAMBDAS.len()) as u64,
         );
         let mut rows = Vec::new();
         let base = Model::open(&dir.join(&manifest.base)).map_err(ZooError::from)?;
-        rows.push(row(
+        rows.push(Row::new(
             "base",
             "",
             &self
@@ -126,28 +145,28 @@ impl<B: Backend> Baselines<B> {
             accuracy: own,
         });
         let average = self.plan(Method::Linear, &[]);
-        rows.push(row(
+        rows.push(Row::new(
             "weight averaging",
             "",
             &self.score(&average, Split::Test)?,
         ));
         progress.inc(1);
         let ta = |lambda: f64| self.plan(Method::TaskArithmetic, &[("lambda", lambda)]);
-        rows.push(row(
+        rows.push(Row::new(
             "task arithmetic",
             "lambda 0.3",
             &self.score(&ta(0.3), Split::Test)?,
         ));
         progress.inc(1);
         let (lambda, scores) = self.best_on_validation(&TASK_ARITHMETIC_LAMBDAS, ta, progress)?;
-        rows.push(row(
+        rows.push(Row::new(
             "task arithmetic",
             &format!("lambda {lambda} (best on validation)"),
             &scores,
         ));
         let ties = |lambda: f64| self.plan(Method::Ties, &[("lambda", lambda), ("density", 0.2)]);
         let (lambda, scores) = self.best_on_validation(&TIES_LAMBDAS, ties, progress)?;
-        rows.push(row(
+        rows.push(Row::new(
             "TIES",
             &format!("density 0.2, lambda {lambda} (best on validation)"),
             &scores,
@@ -205,14 +224,6 @@ impl<B: Backend> Baselines<B> {
 
 fn mean_accuracy(scores: &[TaskScores]) -> f64 {
     scores.iter().map(|s| s.accuracy).sum::<f64>() / scores.len().max(1) as f64
-}
-
-fn row(method: &str, setting: &str, scores: &[TaskScores]) -> Row {
-    Row {
-        method: method.into(),
-        setting: setting.into(),
-        accuracy: scores.iter().map(|s| s.accuracy).collect(),
-    }
 }
 
 impl Table {
