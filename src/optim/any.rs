@@ -45,6 +45,16 @@ impl AnyOptimizer {
         }
     }
 
+    fn inner_ref(&self) -> &dyn Optimizer {
+        match self {
+            AnyOptimizer::Random(o) => o,
+            AnyOptimizer::Sobol(o) => o,
+            AnyOptimizer::Lhs(o) => o,
+            AnyOptimizer::Grid(o) => o,
+            AnyOptimizer::Cmaes(o) => o.as_ref(),
+        }
+    }
+
     fn inner(&mut self) -> &mut dyn Optimizer {
         match self {
             AnyOptimizer::Random(o) => o,
@@ -63,6 +73,10 @@ impl Optimizer for AnyOptimizer {
 
     fn tell(&mut self, results: &[Told]) {
         self.inner().tell(results)
+    }
+
+    fn predict(&self, point: &[f64]) -> Option<Vec<f64>> {
+        self.inner_ref().predict(point)
     }
 }
 
@@ -122,10 +136,7 @@ mod tests {
             );
             let results: Vec<Told> = points
                 .iter()
-                .map(|p| Told {
-                    point: p.clone(),
-                    value: Some(p.iter().sum()),
-                })
+                .map(|p| Told::scalar(p.clone(), Some(p.iter().sum())))
                 .collect();
             optimizer.tell(&results);
             let json = serde_json::to_string(&optimizer).unwrap();

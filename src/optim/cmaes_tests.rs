@@ -41,10 +41,7 @@ fn rastrigin_cube(x: &[f64]) -> f64 {
 fn tell_all(es: &mut Cmaes, points: &[Vec<f64>], f: Objective) {
     let results: Vec<Told> = points
         .iter()
-        .map(|p| Told {
-            point: p.clone(),
-            value: Some(f(p)),
-        })
+        .map(|p| Told::scalar(p.clone(), Some(f(p))))
         .collect();
     es.tell(&results);
 }
@@ -64,10 +61,7 @@ fn evals_to_target(f: Objective, es: &mut Cmaes, target: f64, budget: u64) -> Op
         let results: Vec<Told> = points
             .into_iter()
             .zip(values)
-            .map(|(point, v)| Told {
-                point,
-                value: Some(v),
-            })
+            .map(|(point, v)| Told::scalar(point, Some(v)))
             .collect();
         es.tell(&results);
     }
@@ -337,7 +331,7 @@ fn failures_partial_tells_and_empty_generations_keep_the_state_sound() {
                 count += 1;
                 let fails = point[0] > 0.6 || count % 7 == 0;
                 let value = (!fails).then(|| point.iter().map(|v| (v - 0.3).powi(2)).sum());
-                Told { point, value }
+                Told::scalar(point, value)
             })
             .collect();
         es.tell(&results);
@@ -350,7 +344,7 @@ fn failures_partial_tells_and_empty_generations_keep_the_state_sound() {
     let failed = |points: Vec<Vec<f64>>, value| -> Vec<Told> {
         points
             .into_iter()
-            .map(|point| Told { point, value })
+            .map(|point| Told::scalar(point, value))
             .collect()
     };
     let points = es.ask();
@@ -378,10 +372,7 @@ fn failures_partial_tells_and_empty_generations_keep_the_state_sound() {
     let half = es.popsize() / 2;
     let results: Vec<Told> = points[..half]
         .iter()
-        .map(|p| Told {
-            point: p.clone(),
-            value: Some(sphere(p)),
-        })
+        .map(|p| Told::scalar(p.clone(), Some(sphere(p))))
         .collect();
     es.tell(&results);
     assert_eq!(es.generation(), before.generation() + 1);

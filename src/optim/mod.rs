@@ -39,8 +39,25 @@ pub use random::RandomSearch;
 pub struct Told {
     /// The point as asked (unit cube).
     pub point: Vec<f64>,
-    /// The value to minimize, or `None` when the trial failed.
+    /// The value to minimize (the space's scalarization, turned to be minimized), or `None` when
+    /// the trial failed. Single-objective optimizers use only this.
     pub value: Option<f64>,
+    /// Every objective of the run, in the run's order, each turned to be minimized (objectives
+    /// to maximize are negated), or `None` when the trial failed. Multi-objective optimizers
+    /// use these; with one objective it is `[value]` up to the scalarization's weight.
+    #[serde(default)]
+    pub objectives: Option<Vec<f64>>,
+}
+
+impl Told {
+    /// A single-objective result: `objectives` is `[value]`.
+    pub fn scalar(point: Vec<f64>, value: Option<f64>) -> Told {
+        Told {
+            point,
+            value,
+            objectives: value.map(|v| vec![v]),
+        }
+    }
 }
 
 /// An ask/tell optimizer over `[0, 1]^d`.
@@ -52,6 +69,13 @@ pub trait Optimizer {
     /// The results of the last batch, in the order asked. A batch cut short by the budget may
     /// be told in part (only its first points).
     fn tell(&mut self, results: &[Told]);
+
+    /// What the optimizer's model predicts each objective (minimized form, as told) to be at
+    /// `point`, for optimizers that propose from a surrogate model; the study records it next
+    /// to the measured scores so that surrogates can be checked. `None` for model-free ones.
+    fn predict(&self, _point: &[f64]) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// An optimizer cannot be built as configured.

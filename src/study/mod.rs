@@ -239,6 +239,7 @@ pub fn run<B: Backend>(
                 Told {
                     point: t.point.clone(),
                     value: t.scalar.map(|s| -s),
+                    objectives: t.scalar.and_then(|_| scalarizer.minimized(&t.scores)),
                 }
             })
             .collect();

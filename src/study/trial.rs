@@ -52,6 +52,15 @@ impl Scalarizer {
         Ok(Scalarizer { terms })
     }
 
+    /// Every objective's score turned to be minimized (objectives to maximize negated), in the
+    /// order of the terms, as optimizers are told them; `None` when one is missing.
+    pub fn minimized(&self, scores: &BTreeMap<String, crate::eval::Score>) -> Option<Vec<f64>> {
+        self.terms
+            .iter()
+            .map(|(name, direction, _)| Some(-direction.to_maximized(scores.get(name)?.value)))
+            .collect()
+    }
+
     /// The weighted mean of the objectives, each turned so that larger is better.
     pub fn scalar(&self, scores: &BTreeMap<String, crate::eval::Score>) -> Option<f64> {
         let mut total = 0.0;
