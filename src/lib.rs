@@ -1,6 +1,7 @@
 //! mergesearch: search the coefficients with which fine-tuned checkpoints of one base model are
 //! merged. See `DESIGN.md` in the shared folder for the architecture.
 
+pub mod adamerge;
 pub mod alloc;
 pub mod checkpoint;
 pub mod cli;

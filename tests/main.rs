@@ -1,5 +1,6 @@
 //! The integration tests, one binary.
 
+mod adamerge;
 mod checkpoints;
 mod cli;
 mod common;

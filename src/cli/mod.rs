@@ -1,6 +1,7 @@
 //! The command line: clap definitions, and their conversion into checked configs and calls into
 //! the library. `main` only parses, calls [`run`] and maps errors to exit codes.
 
+mod adamerge;
 mod demo;
 mod export;
 mod front;
@@ -17,6 +18,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use adamerge::AdaMergeArgs;
 pub use inspect::report as inspect_report;
 pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
 pub use study::{RunArgs, load_space, make_optimizer};
@@ -157,6 +159,9 @@ pub enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// AdaMerging: learn the merge coefficients of a zoo space by minimizing the entropy of
+    /// each task's predictions on unlabeled inputs (AdaMerging++ with --ties).
+    Adamerge(AdaMergeArgs),
     /// The built-in multi-task benchmark (a ViT zoo with real experts).
     Zoo {
         /// What to do with the zoo.
@@ -226,6 +231,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             device,
         } => demo::run_demo(&out, budget, device),
         Command::Zoo { command } => zoo::run(command),
+        Command::Adamerge(args) => adamerge::run(&args).map(|_| ()),
         Command::Run(args) => {
             let summary = study::run(&args)?;
             study::print_summary(&summary);

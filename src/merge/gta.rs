@@ -117,6 +117,25 @@ fn elect_and_mix<B: Backend>(deltas: Vec<Tensor<B, 1>>, p: &GroupParams) -> Tens
         .zip(&p.weight)
         .map(|(d, &w)| d.mul_scalar(w))
         .collect();
+    let agreement = sign_agreement(&weighted);
+    let mut mixed = weighted[0].zeros_like();
+    let mut divisor = weighted[0].zeros_like();
+    for ((w_i, agrees), &w) in weighted.into_iter().zip(agreement).zip(&p.weight) {
+        mixed = mixed + w_i * agrees.clone();
+        divisor = divisor + agrees.mul_scalar(w);
+    }
+    if p.normalize {
+        let divisor = divisor.clone().mask_fill(divisor.equal_elem(0.0), 1.0);
+        mixed / divisor
+    } else {
+        mixed
+    }
+}
+
+/// TIES sign election over weighted task vectors `W_i = w_i * d_i`: the elected sign is that of
+/// `sum_i W_i` (zero counts as +); returns, per expert, 1 where `W_i` has the elected sign and 0
+/// elsewhere (zero entries never agree).
+pub fn sign_agreement<B: Backend>(weighted: &[Tensor<B, 1>]) -> Vec<Tensor<B, 1>> {
     let total = weighted
         .iter()
         .cloned()
@@ -128,19 +147,12 @@ fn elect_and_mix<B: Backend>(deltas: Vec<Tensor<B, 1>>, p: &GroupParams) -> Tens
         .float()
         .mul_scalar(2.0)
         .sub_scalar(1.0);
-    let mut mixed = elected.zeros_like();
-    let mut divisor = elected.zeros_like();
-    for (w_i, &w) in weighted.into_iter().zip(&p.weight) {
-        let agrees = (w_i.clone().sign() * elected.clone())
-            .greater_elem(0.0)
-            .float();
-        mixed = mixed + w_i * agrees.clone();
-        divisor = divisor + agrees.mul_scalar(w);
-    }
-    if p.normalize {
-        let divisor = divisor.clone().mask_fill(divisor.equal_elem(0.0), 1.0);
-        mixed / divisor
-    } else {
-        mixed
-    }
+    weighted
+        .iter()
+        .map(|w_i| {
+            (w_i.clone().sign() * elected.clone())
+                .greater_elem(0.0)
+                .float()
+        })
+        .collect()
 }

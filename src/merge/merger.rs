@@ -66,6 +66,12 @@ impl<B: Backend> Merger<B> {
         &self.groups
     }
 
+    /// Each tensor's base and task vectors, in the base's order (the group of tensor `i` is
+    /// `groups().of_tensor[i]`).
+    pub fn inputs(&self) -> &[TensorInputs<B>] {
+        &self.tensors
+    }
+
     /// Checks a plan against the method and this model's groups.
     pub fn resolve(&self, plan: &MergePlan) -> Result<ResolvedPlan, MergeError> {
         Ok(plan.resolve(&self.groups.names, &self.expert_labels)?)

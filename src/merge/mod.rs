@@ -25,12 +25,13 @@ mod ties;
 
 use burn::prelude::*;
 
-pub use gta::Sparsifier;
+pub use gta::{Sparsifier, sign_agreement};
 pub use inputs::{TensorInputs, host_values};
 pub use merger::{Candidate, Merger};
 pub use method::{DefaultValue, Kind, Method, ParamSpec, Scope, UnknownMethod};
 pub use plan::{GroupParams, MergePlan, ParamValue, PlanError, ResolvedPlan};
 pub use stream::{StreamOptions, merge_streaming};
+pub use ties::keep_largest;
 
 use crate::checkpoint::{CheckpointError, GroupError};
 

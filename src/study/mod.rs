@@ -329,7 +329,7 @@ fn evaluate_batch<B: Backend>(
 }
 
 /// The run description for `space`.
-fn run_info(
+pub(crate) fn run_info(
     space: &Space,
     optimizer: &str,
     objectives: Vec<Objective>,
@@ -356,7 +356,7 @@ fn run_info(
 
 /// Creates the run directory with its `run.json`, or checks that a resumed one matches; returns
 /// the run description in force (a resumed run keeps its own, with its reference point).
-fn prepare_dir(dir: &Path, resume: bool, info: RunInfo) -> Result<RunInfo, StudyError> {
+pub(crate) fn prepare_dir(dir: &Path, resume: bool, info: RunInfo) -> Result<RunInfo, StudyError> {
     let path = dir.join(RUN_FILE);
     if !resume {
         if path.exists() {

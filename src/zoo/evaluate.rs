@@ -99,6 +99,19 @@ impl<B: Backend> ZooScorer<B> {
         &self.data
     }
 
+    /// Each task's head, in manifest order.
+    pub fn heads(&self) -> &[Head<B>] {
+        &self.heads
+    }
+
+    /// The zoo's encoder with weights given as named tensors (the zoo's names; other tensors are
+    /// ignored). The weights keep their autograd graph.
+    pub fn encoder(&self, tensors: Vec<NamedTensor<B>>) -> Result<Encoder<B>, ZooError> {
+        self.template
+            .import(&TensorSource::new(tensors))
+            .map_err(|e| ZooError::NotAnEncoder(e.to_string()))
+    }
+
     /// Scores every task on all of its examples with the encoder held by `candidate`.
     pub fn score(&self, candidate: &Candidate<B>) -> Result<Vec<TaskScores>, ZooError> {
         self.score_tensors(candidate.tensors.clone())
@@ -121,10 +134,7 @@ impl<B: Backend> ZooScorer<B> {
         tensors: Vec<NamedTensor<B>>,
         items: &[Vec<usize>],
     ) -> Result<Vec<ItemScores>, ZooError> {
-        let encoder = self
-            .template
-            .import(&TensorSource::new(tensors))
-            .map_err(|e| ZooError::NotAnEncoder(e.to_string()))?;
+        let encoder = self.encoder(tensors)?;
         let score = |t: usize| {
             let model = Classifier {
                 encoder: encoder.clone(),

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
@@ -279,6 +279,13 @@ impl<B: Backend> TensorSource<B> {
     }
 }
 
+/// A parameter holding an imported tensor as it is: unlike `Param::from_tensor` it does not make
+/// the tensor a leaf of the autograd graph, so an encoder imported from tensors computed from
+/// trainable values (merge coefficients) stays differentiable with respect to them.
+fn imported<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(ParamId::new(), tensor)
+}
+
 fn flat<B: Backend, const D: usize>(name: String, t: Tensor<B, D>) -> NamedTensor<B> {
     let shape = t.dims().to_vec();
     let n: usize = shape.iter().product();
@@ -300,11 +307,9 @@ fn import_linear<B: Backend>(
 ) -> Result<Linear<B>, LoadError> {
     let [i, o] = like.weight.dims();
     Ok(Linear {
-        weight: Param::from_tensor(src.take(&format!("{prefix}.weight"), [o, i])?.transpose()),
+        weight: imported(src.take(&format!("{prefix}.weight"), [o, i])?.transpose()),
         bias: match &like.bias {
-            Some(_) => Some(Param::from_tensor(
-                src.take(&format!("{prefix}.bias"), [o])?,
-            )),
+            Some(_) => Some(imported(src.take(&format!("{prefix}.bias"), [o])?)),
             None => None,
         },
     })
@@ -324,11 +329,9 @@ fn import_norm<B: Backend>(
 ) -> Result<LayerNorm<B>, LoadError> {
     let [d] = like.gamma.dims();
     let mut norm = like.clone();
-    norm.gamma = Param::from_tensor(src.take(&format!("{prefix}.weight"), [d])?);
+    norm.gamma = imported(src.take(&format!("{prefix}.weight"), [d])?);
     if norm.beta.is_some() {
-        norm.beta = Some(Param::from_tensor(
-            src.take(&format!("{prefix}.bias"), [d])?,
-        ));
+        norm.beta = Some(imported(src.take(&format!("{prefix}.bias"), [d])?));
     }
     Ok(norm)
 }
@@ -404,7 +407,9 @@ impl<B: Backend> Encoder<B> {
         out
     }
 
-    /// A copy of this encoder whose weights come from `src` (names as [`Encoder::export`]).
+    /// A copy of this encoder whose weights come from `src` (names as [`Encoder::export`]). The
+    /// weights keep their autograd graph: on an autodiff backend the encoder is differentiable
+    /// with respect to whatever the tensors were computed from.
     pub fn import(&self, src: &TensorSource<B>) -> Result<Encoder<B>, LoadError> {
         let mut e = self.clone();
         if self.blocks.is_empty() {
@@ -420,11 +425,9 @@ impl<B: Backend> Encoder<B> {
             &self.patch,
             src,
         )?;
-        e.cls_token =
-            Param::from_tensor(src.take("vit.embeddings.cls_token", self.cls_token.dims())?);
-        e.position = Param::from_tensor(
-            src.take("vit.embeddings.position_embeddings", self.position.dims())?,
-        );
+        e.cls_token = imported(src.take("vit.embeddings.cls_token", self.cls_token.dims())?);
+        e.position =
+            imported(src.take("vit.embeddings.position_embeddings", self.position.dims())?);
         for (i, block) in self.blocks.iter().enumerate() {
             let p = format!("vit.encoder.layer.{i}");
             let b = &mut e.blocks[i];

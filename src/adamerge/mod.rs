@@ -1,0 +1,457 @@
+//! AdaMerging (Yang et al., "AdaMerging: Adaptive Model Merging for Multi-Task Learning",
+//! ICLR 2024): merge coefficients learned without labels.
+//!
+//! The merged encoder `theta = theta_base + sum_i lambda_i * tau_i` (one `lambda` per expert, per
+//! expert and layer group, or per expert and tensor) is a differentiable function of the
+//! coefficients ([`DifferentiableMerge`]). On unlabeled inputs of each task, the entropy of that
+//! task's head's predictions is a surrogate for its error; the loss is each task's mean entropy,
+//! summed over tasks ([`entropy_loss`]), and Adam descends it. With a TIES density
+//! (AdaMerging++) the task vectors are first trimmed to their largest magnitudes and each merge
+//! keeps only the entries that agree with the sign elected under the current coefficients.
+//!
+//! Labels are never read for training: they only score the final merge for the report.
+//!
+//! A run writes the same directory as `mergesearch run` (`run.json`, `trials.jsonl`,
+//! `trials.parquet`, `front.parquet`), one trial per step: its point and parameters are the
+//! coefficients before the step's update, its `entropy` score the step's mini-batch loss. The
+//! last trial (id = steps) holds the learned coefficients scored on the whole split: entropy, and
+//! for the report, accuracy. The run's space is the input space with the method, granularity and
+//! searched `weight` rewritten, so `best`, `export`, `front` and `eval` work on it, and its
+//! coefficients can seed another search (`mergesearch run --init-from`).
+
+mod adam;
+mod loss;
+mod merge;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::ProgressBar;
+use serde_json::{Map, Value};
+
+pub use adam::Adam;
+pub use loss::{entropy_loss, images, sample_batch};
+pub use merge::DifferentiableMerge;
+
+use crate::eval::{Direction, Objective, Score};
+use crate::merge::MergePlan;
+use crate::record::{Journal, RecordError, Status, TrialRecord, now, update_front, write_trials};
+use crate::space::{Space, SpaceError};
+use crate::study::{StudyError, prepare_dir, run_info};
+use crate::zoo::build::ZooError;
+use crate::zoo::evaluate::{TaskScores, ZooScorer};
+use crate::zoo::tasks::Split;
+
+/// The bounds of the coefficients when they are not clamped to `[0, 1]` (`--no-clamp`): wide
+/// enough not to bind in practice, and recorded in the run's space so every step can be
+/// exported.
+pub const UNCLAMPED: (f64, f64) = (-1.0, 2.0);
+
+/// The name of the loss in trial records.
+pub const LOSS: &str = "entropy";
+
+/// Which tensors share a coefficient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoefficientGranularity {
+    /// One coefficient per expert (task-wise AdaMerging).
+    Task,
+    /// One per expert and layer group (layer-wise AdaMerging).
+    Layer,
+    /// One per expert and tensor.
+    Tensor,
+}
+
+impl CoefficientGranularity {
+    /// The space's `granularity` key for it.
+    fn space_granularity(self) -> &'static str {
+        match self {
+            CoefficientGranularity::Task => "model",
+            CoefficientGranularity::Layer => "layer",
+            CoefficientGranularity::Tensor => "tensor",
+        }
+    }
+}
+
+/// How to run AdaMerging. The defaults are the paper's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaMergeOptions {
+    /// Which tensors share a coefficient.
+    pub granularity: CoefficientGranularity,
+    /// Adam steps.
+    pub steps: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Unlabeled inputs per task per step.
+    pub batch: usize,
+    /// Every coefficient's starting value.
+    pub init: f64,
+    /// Keep coefficients in `[0, 1]` (else in [`UNCLAMPED`]).
+    pub clamp: bool,
+    /// TIES density of AdaMerging++ (`None`: plain task vectors).
+    pub ties: Option<f64>,
+    /// Seed of the batches.
+    pub seed: u64,
+    /// The split whose inputs (without labels) are trained on; its labels score the result.
+    pub split: Split,
+}
+
+impl Default for AdaMergeOptions {
+    fn default() -> Self {
+        AdaMergeOptions {
+            granularity: CoefficientGranularity::Layer,
+            steps: 500,
+            lr: 1e-3,
+            batch: 16,
+            init: 0.3,
+            clamp: true,
+            ties: None,
+            seed: 0,
+            split: Split::Test,
+        }
+    }
+}
+
+impl AdaMergeOptions {
+    /// The coefficients' bounds.
+    pub fn bounds(&self) -> (f64, f64) {
+        if self.clamp { (0.0, 1.0) } else { UNCLAMPED }
+    }
+
+    fn check(&self) -> Result<(), AdaMergeError> {
+        let bad = |option: &str, problem: String| {
+            Err(AdaMergeError::Option(format!("--{option} {problem}")))
+        };
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1".into());
+        }
+        if self.batch == 0 {
+            return bad("batch", "must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", format!("must be positive, not {}", self.lr));
+        }
+        let (low, high) = self.bounds();
+        if !(low..=high).contains(&self.init) {
+            return bad(
+                "init",
+                format!("must lie in [{low}, {high}] (got {})", self.init),
+            );
+        }
+        if let Some(d) = self.ties
+            && !(d > 0.0 && d <= 1.0)
+        {
+            return bad("ties", format!("(the density) must lie in (0, 1], not {d}"));
+        }
+        Ok(())
+    }
+}
+
+/// AdaMerging cannot run as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AdaMergeError {
+    /// An option is out of range.
+    #[error("{0}")]
+    Option(String),
+    /// The space is not a zoo space, or its rewritten form does not load.
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+    /// The zoo.
+    #[error(transparent)]
+    Zoo(#[from] ZooError),
+    /// The run directory.
+    #[error(transparent)]
+    Study(#[from] StudyError),
+    /// Loading the models.
+    #[error("{0}")]
+    Models(String),
+}
+
+impl From<RecordError> for AdaMergeError {
+    fn from(e: RecordError) -> Self {
+        AdaMergeError::Study(e.into())
+    }
+}
+
+/// What a run learned.
+#[derive(Debug, Clone)]
+pub struct AdaMergeOutcome {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The run's space (the method, granularity and coefficients AdaMerging searched).
+    pub space: Space,
+    /// The learned coefficients, as the space's parameters.
+    pub params: Map<String, Value>,
+    /// The learned merge.
+    pub plan: MergePlan,
+    /// Each task's scores on the split before training (every coefficient at `init`).
+    pub initial: Vec<TaskScores>,
+    /// Each task's scores on the split after training.
+    pub learned: Vec<TaskScores>,
+    /// Mean wall time of a training step, seconds.
+    pub seconds_per_step: f64,
+}
+
+/// The zoo directory of a zoo space (`[models] zoo = ...`).
+fn zoo_dir(space: &Space) -> Result<PathBuf, AdaMergeError> {
+    space
+        .resolved
+        .get("models")
+        .and_then(|m| m.get("zoo"))
+        .and_then(|z| z.as_str())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            AdaMergeError::Space(SpaceError::new(
+                &space.file,
+                "models.zoo",
+                "is missing: AdaMerging needs each task's head and unlabeled inputs, which only the built-in zoo provides (`[models] zoo = \"results/zoo\"`)".into(),
+            ))
+        })
+}
+
+/// The space AdaMerging searches: `space` with task arithmetic (or TIES without normalization
+/// under `ties`), `lambda = 1`, the granularity asked, and one searched `weight` per expert (and
+/// group) in the coefficients' bounds.
+pub fn derived_space(
+    space: &Space,
+    options: &AdaMergeOptions,
+    progress: &ProgressBar,
+) -> Result<Space, AdaMergeError> {
+    zoo_dir(space)?;
+    let mut raw = space.resolved.clone();
+    let table = raw.as_table_mut().expect("a space is a TOML table");
+    let mut fixed = toml::Table::new();
+    fixed.insert("lambda".into(), 1.0.into());
+    let method = match options.ties {
+        Some(density) => {
+            fixed.insert("density".into(), density.into());
+            fixed.insert("normalize".into(), false.into());
+            "ties"
+        }
+        None => "task_arithmetic",
+    };
+    let mut merge = toml::Table::new();
+    merge.insert("method".into(), method.into());
+    merge.insert(
+        "granularity".into(),
+        options.granularity.space_granularity().into(),
+    );
+    merge.insert("fixed".into(), fixed.into());
+    table.insert("merge".into(), merge.into());
+    let (low, high) = options.bounds();
+    let mut weight = toml::Table::new();
+    weight.insert("name".into(), "weight".into());
+    let scope = match options.granularity {
+        CoefficientGranularity::Task => "expert",
+        _ => "expert_group",
+    };
+    weight.insert("scope".into(), scope.into());
+    weight.insert("low".into(), low.into());
+    weight.insert("high".into(), high.into());
+    weight.insert("init".into(), options.init.into());
+    table.insert(
+        "params".into(),
+        toml::Value::Array(vec![toml::Value::Table(weight)]),
+    );
+    let name = format!("{}-adamerge", space.name);
+    table.insert("name".into(), name.into());
+    Ok(Space::from_resolved(&space.file, raw, progress)?)
+}
+
+/// The names of the coefficient matrix's entries, row-major `[groups, experts]`, as the derived
+/// space names its dimensions.
+fn coefficient_names(space: &Space, granularity: CoefficientGranularity) -> Vec<String> {
+    let models = space.models.as_ref().expect("a zoo space has models");
+    let by_group = granularity != CoefficientGranularity::Task;
+    models
+        .groups
+        .iter()
+        .flat_map(|g| {
+            models.labels.iter().map(move |e| {
+                if by_group {
+                    format!("weight[{e},{g}]")
+                } else {
+                    format!("weight[{e}]")
+                }
+            })
+        })
+        .collect()
+}
+
+/// Runs AdaMerging on the zoo space `space`, writing the run to `out` (which must not hold a
+/// run). `progress` shows the steps and the loss.
+pub fn adamerge<B: AutodiffBackend>(
+    space: &Space,
+    options: &AdaMergeOptions,
+    out: &Path,
+    device: &B::Device,
+    progress: &ProgressBar,
+) -> Result<AdaMergeOutcome, AdaMergeError> {
+    options.check()?;
+    let space = derived_space(space, options, progress)?;
+    let zoo = zoo_dir(&space)?;
+    progress.set_message("loading the zoo");
+    let scorer = ZooScorer::<B>::open(&zoo, options.split, device)?;
+    // Whole-split scoring runs tasks on parallel threads: on the inner backend, away from the
+    // autodiff graph.
+    let reporter = ZooScorer::<B::InnerBackend>::open(&zoo, options.split, device)?;
+    let models = space.models.as_ref().expect("a zoo space has models");
+    let merger = models
+        .merger::<B::InnerBackend>(device)
+        .map_err(|e| AdaMergeError::Models(e.to_string()))?;
+    let merge = DifferentiableMerge::<B>::new(&merger, options.ties);
+    let (groups, experts) = (merge.groups(), merge.experts());
+    let names = coefficient_names(&space, options.granularity);
+    debug_assert_eq!(names.len(), groups * experts);
+
+    let objectives = vec![Objective::new(LOSS, Direction::Minimize)];
+    let mut info = prepare_dir(out, false, run_info(&space, "adamerge", objectives)?)?;
+    let mut journal = Journal::open(out)?;
+    let record = |id: u64, x: &[f64], scores, started| -> Result<TrialRecord, AdaMergeError> {
+        let params: Map<String, Value> = names
+            .iter()
+            .zip(x)
+            .map(|(n, &v)| (n.clone(), Value::from(v)))
+            .collect();
+        let point = space
+            .encode(&params)
+            .map_err(|e| AdaMergeError::Option(format!("coefficients outside the space: {e}")))?;
+        let scores: std::collections::BTreeMap<String, Score> = scores;
+        let loss = scores.get(LOSS).map(|s| s.value);
+        Ok(TrialRecord {
+            id,
+            generation: id,
+            status: Status::Ok,
+            params: space.decode(&point).params,
+            point,
+            scores,
+            scalar: loss.map(|l| -l),
+            merge_seconds: 0.0,
+            eval_seconds: now() - started,
+            started,
+            finished: now(),
+            error: None,
+        })
+    };
+
+    let (low, high) = options.bounds();
+    let mut x = vec![options.init; groups * experts];
+    let mut adam = Adam::new(x.len(), options.lr);
+    let data = scorer.datasets();
+    let tasks: Vec<String> = scorer
+        .manifest()
+        .tasks
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let sizes = vec![options.batch; data.len()];
+    let initial = full_scores(&merge, &reporter, &x, device)?;
+    progress.set_length(options.steps as u64);
+    progress.set_position(0);
+    let mut trials = Vec::with_capacity(options.steps + 1);
+    let clock = Instant::now();
+    for step in 0..options.steps {
+        let started = now();
+        let coefficients = coefficient_tensor::<B>(&x, groups, experts, device).require_grad();
+        let encoder = scorer.encoder(merge.merged(&coefficients, &x))?;
+        let indices = sample_batch(data, options.batch, options.seed, step as u64);
+        let (loss, per_task) = entropy_loss(
+            &encoder,
+            scorer.heads(),
+            images::<B>(data, &indices, device),
+            &sizes,
+        );
+        let grads = loss.backward();
+        let grad: Vec<f64> = coefficients
+            .grad(&grads)
+            .expect("the coefficients are tracked")
+            .into_data()
+            .iter::<f64>()
+            .collect();
+        let per_task: Vec<f64> = per_task.into_data().iter::<f64>().collect();
+        let total: f64 = per_task.iter().sum();
+        let scores = task_scores(&tasks, &per_task, total, None);
+        let trial = record(step as u64, &x, scores, started)?;
+        journal.append(&trial)?;
+        trials.push(trial);
+        adam.step(&mut x, &grad, low, high);
+        progress.inc(1);
+        progress.set_message(format!("entropy {total:.4}"));
+    }
+    let seconds_per_step = clock.elapsed().as_secs_f64() / options.steps as f64;
+    let started = now();
+    let learned = full_scores(&merge, &reporter, &x, device)?;
+    let entropies: Vec<f64> = learned.iter().map(|s| s.entropy).collect();
+    let total = entropies.iter().sum();
+    let scores = task_scores(&tasks, &entropies, total, Some(&learned));
+    let last = record(options.steps as u64, &x, scores, started)?;
+    journal.append(&last)?;
+    let decoded = space.decode(&last.point);
+    trials.push(last.clone());
+    write_trials(out, &trials, &info.dimensions)?;
+    update_front(out, &mut info, &trials, options.steps as u64 + 1)?;
+    Ok(AdaMergeOutcome {
+        dir: out.to_path_buf(),
+        plan: decoded.plan.expect("a zoo space decodes to a merge"),
+        params: decoded.params,
+        space,
+        initial,
+        learned,
+        seconds_per_step,
+    })
+}
+
+/// The coefficients `[groups, experts]` as a tensor (not tracked).
+fn coefficient_tensor<B: Backend>(
+    x: &[f64],
+    groups: usize,
+    experts: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let values: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    Tensor::from_data(TensorData::new(values, [groups, experts]), device)
+}
+
+/// Every task's scores on all of the split with coefficients `x` (no graph is built).
+fn full_scores<B: AutodiffBackend>(
+    merge: &DifferentiableMerge<B>,
+    scorer: &ZooScorer<B::InnerBackend>,
+    x: &[f64],
+    device: &B::Device,
+) -> Result<Vec<TaskScores>, AdaMergeError> {
+    let coefficients = coefficient_tensor::<B>(x, merge.groups(), merge.experts(), device);
+    let tensors = merge
+        .merged(&coefficients, x)
+        .into_iter()
+        .map(|(name, shape, t)| (name, shape, t.inner()))
+        .collect();
+    Ok(scorer.score_tensors(tensors)?)
+}
+
+/// The scores of a step: the loss, each task's entropy, and (for the final evaluation) each
+/// task's and the mean accuracy.
+fn task_scores(
+    tasks: &[String],
+    entropies: &[f64],
+    total: f64,
+    accuracy: Option<&[TaskScores]>,
+) -> std::collections::BTreeMap<String, Score> {
+    let score = |value| Score {
+        value,
+        stderr: None,
+    };
+    let mut scores = std::collections::BTreeMap::new();
+    scores.insert(LOSS.to_string(), score(total));
+    for (task, &h) in tasks.iter().zip(entropies) {
+        scores.insert(format!("{task}/entropy"), score(h));
+    }
+    if let Some(all) = accuracy {
+        for (task, s) in tasks.iter().zip(all) {
+            scores.insert(format!("{task}/accuracy"), score(s.accuracy));
+        }
+        let mean = all.iter().map(|s| s.accuracy).sum::<f64>() / all.len().max(1) as f64;
+        scores.insert("mean/accuracy".into(), score(mean));
+    }
+    scores
+}

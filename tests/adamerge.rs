@@ -1,0 +1,311 @@
+//! AdaMerging: the entropy loss's gradient against finite differences, the differentiable merge
+//! against the merger that exports it, and a run's records.
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use indicatif::ProgressBar;
+use mergesearch::adamerge::{
+    AdaMergeOptions, CoefficientGranularity, DifferentiableMerge, adamerge, derived_space,
+    entropy_loss, images, sample_batch,
+};
+use mergesearch::record::{RUN_FILE, RunInfo, read_journal, read_json};
+use mergesearch::rng::Rng;
+use mergesearch::space::Space;
+use mergesearch::zoo::evaluate::ZooScorer;
+use mergesearch::zoo::tasks::Split;
+use serde_json::{Map, Value};
+
+use crate::common::TempDir;
+use crate::eval::tiny_zoo;
+
+type A = Autodiff<Flex>;
+
+/// A zoo space over a tiny zoo in `dir`.
+fn zoo_space(dir: &TempDir) -> Space {
+    let zoo = dir.join("zoo");
+    tiny_zoo(&zoo);
+    let file = dir.join("space.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+seed = 0
+[models]
+zoo = {zoo:?}
+[merge]
+method = "task_arithmetic"
+[[params]]
+name = "weight"
+low = 0.0
+high = 1.0
+[[evaluators]]
+kind = "zoo"
+zoo = {zoo:?}
+[[objectives]]
+name = "mean/accuracy"
+"#
+        ),
+    )
+    .unwrap();
+    Space::load(&file, &[], &ProgressBar::hidden()).unwrap()
+}
+
+fn options(granularity: CoefficientGranularity, ties: Option<f64>) -> AdaMergeOptions {
+    AdaMergeOptions {
+        granularity,
+        ties,
+        ..AdaMergeOptions::default()
+    }
+}
+
+/// The loss and its gradient at coefficients `x` on the fixed batch `indices`, TIES signs elected
+/// with the coefficients `elect`.
+fn loss_and_grad(
+    merge: &DifferentiableMerge<A>,
+    scorer: &ZooScorer<A>,
+    indices: &[Vec<usize>],
+    x: &[f64],
+    elect: &[f64],
+) -> (f64, Vec<f64>) {
+    let device = Default::default();
+    let values: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let coefficients = Tensor::<A, 2>::from_data(
+        TensorData::new(values, [merge.groups(), merge.experts()]),
+        &device,
+    )
+    .require_grad();
+    let encoder = scorer.encoder(merge.merged(&coefficients, elect)).unwrap();
+    let sizes: Vec<usize> = indices.iter().map(Vec::len).collect();
+    let (loss, _) = entropy_loss(
+        &encoder,
+        scorer.heads(),
+        images::<A>(scorer.datasets(), indices, &device),
+        &sizes,
+    );
+    let value = loss.clone().into_scalar().elem::<f64>();
+    let grads = loss.backward();
+    let grad = coefficients
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .iter::<f64>()
+        .collect();
+    (value, grad)
+}
+
+#[test]
+fn the_entropy_gradient_matches_central_finite_differences() {
+    let dir = TempDir::new("adamerge", "gradient");
+    let space = zoo_space(&dir);
+    let device = Default::default();
+    let scorer = ZooScorer::<A>::open(&dir.join("zoo"), Split::Validation, &device).unwrap();
+    let indices = sample_batch(scorer.datasets(), 8, 3, 0);
+    let mut checked = 0;
+    for (granularity, ties) in [
+        (CoefficientGranularity::Layer, None),
+        (CoefficientGranularity::Task, Some(0.5)),
+    ] {
+        let derived =
+            derived_space(&space, &options(granularity, ties), &ProgressBar::hidden()).unwrap();
+        let merger = derived
+            .models
+            .as_ref()
+            .unwrap()
+            .merger::<Flex>(&device)
+            .unwrap();
+        let merge = DifferentiableMerge::<A>::new(&merger, ties);
+        let n = merge.groups() * merge.experts();
+        for seed in 0..3 {
+            let mut rng = Rng::new(seed);
+            let x: Vec<f64> = (0..n).map(|_| 0.1 + 0.5 * rng.next_f64()).collect();
+            let (_, grad) = loss_and_grad(&merge, &scorer, &indices, &x, &x);
+            // A TIES merge elects signs with the coefficients: piecewise constant, so the loss
+            // jumps where an entry's election flips and its gradient is the gradient with the
+            // election held. The differences hold it at `x` too.
+            let h = 1e-2;
+            for j in (0..n).step_by((n / 6).max(1)) {
+                let mut up = x.clone();
+                up[j] += h;
+                let mut down = x.clone();
+                down[j] -= h;
+                let numeric = (loss_and_grad(&merge, &scorer, &indices, &up, &x).0
+                    - loss_and_grad(&merge, &scorer, &indices, &down, &x).0)
+                    / (2.0 * h);
+                let tolerance = 0.03 * grad[j].abs().max(numeric.abs()) + 2e-3;
+                assert!(
+                    (numeric - grad[j]).abs() <= tolerance,
+                    "{granularity:?} ties {ties:?} seed {seed} coefficient {j}: autodiff {} vs finite differences {numeric}",
+                    grad[j]
+                );
+                checked += 1;
+            }
+            assert!(grad.iter().any(|g| g.abs() > 1e-3), "{grad:?}");
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+}
+
+#[test]
+fn the_differentiable_merge_is_the_merge_its_plan_exports() {
+    let dir = TempDir::new("adamerge", "same-merge");
+    let space = zoo_space(&dir);
+    let device = Default::default();
+    for (granularity, ties) in [
+        (CoefficientGranularity::Layer, None),
+        (CoefficientGranularity::Tensor, Some(0.3)),
+    ] {
+        let derived =
+            derived_space(&space, &options(granularity, ties), &ProgressBar::hidden()).unwrap();
+        let merger = derived
+            .models
+            .as_ref()
+            .unwrap()
+            .merger::<Flex>(&device)
+            .unwrap();
+        let merge = DifferentiableMerge::<A>::new(&merger, ties);
+        let (groups, experts) = (merge.groups(), merge.experts());
+        let mut rng = Rng::new(7);
+        let x: Vec<f64> = (0..groups * experts).map(|_| rng.next_f64()).collect();
+        // The derived space names its dimensions weight[expert,group], expert-major.
+        let models = derived.models.as_ref().unwrap();
+        let params: Map<String, Value> = models
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| {
+                let x = &x;
+                models.labels.iter().enumerate().map(move |(e, label)| {
+                    (
+                        format!("weight[{label},{group}]"),
+                        Value::from(x[g * experts + e]),
+                    )
+                })
+            })
+            .collect();
+        let plan = derived
+            .decode(&derived.encode(&params).unwrap())
+            .plan
+            .unwrap();
+        let exported = merger.materialize(&plan).unwrap();
+        let coefficients = Tensor::<A, 2>::from_data(
+            TensorData::new(
+                x.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                [groups, experts],
+            ),
+            &device,
+        );
+        let learned = merge.merged(&coefficients, &x);
+        assert_eq!(learned.len(), exported.tensors.len());
+        for ((name, _, a), (other, _, b)) in learned.iter().zip(&exported.tensors) {
+            assert_eq!(name, other);
+            let a: Vec<f32> = a.clone().inner().into_data().to_vec().unwrap();
+            let b: Vec<f32> = b.clone().into_data().to_vec().unwrap();
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{granularity:?} {name}: differs by {worst}");
+        }
+    }
+}
+
+#[test]
+fn a_run_lowers_the_entropy_and_records_every_step_as_a_trial() {
+    let dir = TempDir::new("adamerge", "run");
+    let space = zoo_space(&dir);
+    let out = dir.join("run");
+    let options = AdaMergeOptions {
+        steps: 25,
+        lr: 2e-2,
+        batch: 8,
+        split: Split::Validation,
+        ..options(CoefficientGranularity::Layer, None)
+    };
+    let outcome = adamerge::<A>(
+        &space,
+        &options,
+        &out,
+        &Default::default(),
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
+    let entropy =
+        |s: &[mergesearch::zoo::evaluate::TaskScores]| -> f64 { s.iter().map(|t| t.entropy).sum() };
+    assert!(
+        entropy(&outcome.learned) < entropy(&outcome.initial),
+        "entropy {} -> {}",
+        entropy(&outcome.initial),
+        entropy(&outcome.learned)
+    );
+    let trials = read_journal(&out).unwrap();
+    assert_eq!(trials.len(), 26);
+    assert!(trials.iter().enumerate().all(|(i, t)| t.id == i as u64));
+    assert!(
+        trials[..25]
+            .iter()
+            .all(|t| t.scores.contains_key("entropy"))
+    );
+    let last = &trials[25];
+    assert!(last.scores.contains_key("mean/accuracy"));
+    assert_eq!(
+        outcome.space.decode(&last.point).plan.unwrap(),
+        outcome.plan
+    );
+    // The first step starts every coefficient at init; later ones move.
+    assert!(trials[0].params.values().all(|v| v.as_f64() == Some(0.3)));
+    assert_ne!(trials[0].point, last.point);
+    let info: RunInfo = read_json(&out.join(RUN_FILE)).unwrap();
+    assert_eq!(info.optimizer, "adamerge");
+    assert!(out.join("trials.parquet").exists());
+    // A second run into the same directory is refused rather than mixed in.
+    let again = adamerge::<A>(
+        &space,
+        &options,
+        &out,
+        &Default::default(),
+        &ProgressBar::hidden(),
+    );
+    assert!(
+        again
+            .unwrap_err()
+            .to_string()
+            .contains("already holds a run")
+    );
+    assert_eq!(read_journal(&out).unwrap().len(), 26);
+}
+
+#[test]
+fn options_and_spaces_it_cannot_use_are_explained() {
+    let dir = TempDir::new("adamerge", "errors");
+    let space = zoo_space(&dir);
+    let bad = AdaMergeOptions {
+        init: 1.5,
+        ..AdaMergeOptions::default()
+    };
+    let err = adamerge::<A>(
+        &space,
+        &bad,
+        &dir.join("run"),
+        &Default::default(),
+        &ProgressBar::hidden(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--init"), "{err}");
+    let bad = AdaMergeOptions {
+        ties: Some(0.0),
+        ..AdaMergeOptions::default()
+    };
+    let err = adamerge::<A>(
+        &space,
+        &bad,
+        &dir.join("run"),
+        &Default::default(),
+        &ProgressBar::hidden(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--ties"), "{err}");
+    assert!(!dir.join("run").exists());
+}
