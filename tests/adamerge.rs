@@ -309,3 +309,138 @@ fn options_and_spaces_it_cannot_use_are_explained() {
     assert!(err.contains("--ties"), "{err}");
     assert!(!dir.join("run").exists());
 }
+
+fn mergesearch(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mergesearch"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn check(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn the_command_line_learns_exports_seeds_a_search_and_compares_optimizers() {
+    let dir = TempDir::new("adamerge", "cli");
+    let space = zoo_space(&dir);
+    let space_file = space.file.to_str().unwrap();
+    let run = dir.join("ada");
+    let run_dir = run.to_str().unwrap();
+    let printed = check(&mergesearch(&[
+        "adamerge",
+        space_file,
+        "--granularity",
+        "task",
+        "--steps",
+        "4",
+        "--batch",
+        "4",
+        "--split",
+        "validation",
+        "--ties",
+        "0.5",
+        "--out",
+        run_dir,
+    ]));
+    assert!(
+        printed.contains("mean") && printed.contains("per step"),
+        "{printed}"
+    );
+    let trials = read_journal(&run).unwrap();
+    assert_eq!(trials.len(), 5);
+
+    // The learned merge exports as a TIES plan without normalization.
+    let exported = dir.join("exported");
+    check(&mergesearch(&[
+        "export",
+        run_dir,
+        "--trial",
+        "4",
+        "--out",
+        exported.to_str().unwrap(),
+    ]));
+    let plan: Value = serde_json::from_str(
+        &std::fs::read_to_string(exported.join("mergesearch-plan.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(plan["method"], "ties", "{plan}");
+    assert_eq!(plan["shared"]["normalize"], false, "{plan}");
+    let labels = &space.models.as_ref().unwrap().labels;
+    assert_eq!(
+        plan["experts"][0]["weight"],
+        trials[4].params[&format!("weight[{}]", labels[0])]
+    );
+
+    // Its coefficients seed CMA-ES in a space with the same parameter names.
+    let out = mergesearch(&[
+        "run",
+        space_file,
+        "--init-from",
+        &format!("{run_dir}:4"),
+        "--budget",
+        "2",
+        "--out",
+        dir.join("seeded").to_str().unwrap(),
+    ]);
+    check(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "{} of {} parameters taken",
+            labels.len(),
+            labels.len()
+        )),
+        "{said}"
+    );
+    let out = mergesearch(&[
+        "run",
+        space_file,
+        "--init-from",
+        &format!("{run_dir}:99"),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no trial 99"));
+
+    // Two optimizers, two seeds, the same budget: one table of medians and one of runs.
+    let compared = dir.join("compare");
+    let table = check(&mergesearch(&[
+        "compare",
+        space_file,
+        "--optimizers",
+        "random,sobol",
+        "--seeds",
+        "0,1",
+        "--budget",
+        "3",
+        "--out",
+        compared.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(compared.join("compare.md")).unwrap(),
+        table
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| random") || l.starts_with("| sobol"))
+        .collect();
+    assert_eq!(rows.len(), 2 + 4, "{table}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let best: f64 = cells[2].parse().unwrap_or_else(|_| panic!("{row}"));
+        assert!((0.0..=1.0).contains(&best), "{row}");
+    }
+    assert_eq!(
+        read_journal(&compared.join("optimizer=sobol,seed=1"))
+            .unwrap()
+            .len(),
+        3
+    );
+}

@@ -332,6 +332,7 @@ pub fn adamerge<B: AutodiffBackend>(
             started,
             finished: now(),
             error: None,
+            predicted: None,
         })
     };
 

@@ -12,6 +12,7 @@ use super::study::{RunArgs, print_summary, run_space};
 use crate::checkpoint::Granularity;
 use crate::device::DeviceSpec;
 use crate::merge::{MergePlan, Method};
+use crate::space::Models;
 use crate::zoo::baselines::{Baselines, Row, Table};
 use crate::zoo::tasks::Split;
 
@@ -35,17 +36,14 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
         resume: out.join(crate::record::RUN_FILE).exists(),
         device,
         workers: None,
+        init_from: None,
     };
     let space = super::load_space(&args.space, &[], None, budget)?;
     let summary = run_space(&space, &args)?;
     print_summary(&summary);
     let best = summary.best().context("no trial succeeded")?;
     let models = space.models.as_ref().expect("the default space merges");
-    let zoo = models
-        .base
-        .parent()
-        .context("the zoo's base lies in the zoo")?
-        .to_path_buf();
+    let zoo = zoo_of(models)?;
     let plan = space
         .decode(&best.point)
         .plan
@@ -62,6 +60,21 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
     println!("\nheld-out test accuracy (%):\n");
     print!("{}", table.markdown());
     Ok(())
+}
+
+/// The zoo directory of a space whose models are the zoo's (its base lies in the zoo, next to
+/// `zoo.json`).
+pub fn zoo_of(models: &Models) -> anyhow::Result<PathBuf> {
+    let dir = models
+        .base
+        .parent()
+        .context("the zoo's base lies in the zoo")?;
+    anyhow::ensure!(
+        dir.join("zoo.json").exists(),
+        "{} is not in a zoo (no zoo.json beside it)",
+        models.base.display()
+    );
+    Ok(dir.to_path_buf())
 }
 
 /// Test accuracy of weight averaging, task arithmetic (lambda 0.3) and the searched plan.

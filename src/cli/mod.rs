@@ -2,6 +2,7 @@
 //! the library. `main` only parses, calls [`run`] and maps errors to exit codes.
 
 mod adamerge;
+mod compare;
 mod demo;
 mod export;
 mod front;
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use adamerge::AdaMergeArgs;
+pub use compare::CompareArgs;
 pub use inspect::report as inspect_report;
 pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
 pub use study::{RunArgs, load_space, make_optimizer};
@@ -159,6 +161,9 @@ pub enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Run several optimizers over several seeds with the same budget and compare their best
+    /// score, its held-out test score (zoo spaces) and their fronts' hypervolume.
+    Compare(CompareArgs),
     /// AdaMerging: learn the merge coefficients of a zoo space by minimizing the entropy of
     /// each task's predictions on unlabeled inputs (AdaMerging++ with --ties).
     Adamerge(AdaMergeArgs),
@@ -231,6 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             device,
         } => demo::run_demo(&out, budget, device),
         Command::Zoo { command } => zoo::run(command),
+        Command::Compare(args) => compare::compare(&args),
         Command::Adamerge(args) => adamerge::run(&args).map(|_| ()),
         Command::Run(args) => {
             let summary = study::run(&args)?;

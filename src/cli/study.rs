@@ -21,7 +21,7 @@ use crate::study::{RunOptions, RunSummary, Scalarizer, best_trial, run as run_st
 pub struct RunArgs {
     /// The search space (TOML; see search_spaces/README.md).
     pub space: PathBuf,
-    /// random, sobol, lhs, grid or cmaes.
+    /// random, sobol, lhs, grid, cmaes, nsga2, map, map-bayes, gp or gp-parego.
     #[arg(long, default_value = "cmaes")]
     pub optimizer: String,
     /// Trials to run (overrides the space's budget).
@@ -45,6 +45,11 @@ pub struct RunArgs {
     /// Trials evaluated at once.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Start from a trial of another run (RUN for its best trial, RUN:ID for trial ID, e.g. the
+    /// last step of `mergesearch adamerge`): parameters of the same name become the space's
+    /// initial point, where CMA-ES centres its first generation.
+    #[arg(long, value_name = "RUN[:TRIAL]")]
+    pub init_from: Option<String>,
 }
 
 /// Loads the space with the command line's overrides (seed and budget as `--set` would).
@@ -68,7 +73,8 @@ pub fn load_space(
     )?)
 }
 
-/// A fresh optimizer for `space`: CMA-ES starts at the space's initial point.
+/// A fresh optimizer for `space`: CMA-ES centres its first generation on the space's initial
+/// point, and NSGA-II puts it in its first population.
 pub fn make_optimizer(name: &str, space: &Space) -> Result<AnyOptimizer, String> {
     let batch = space.budget.batch.unwrap_or(8);
     if name == "cmaes" {
@@ -82,12 +88,63 @@ pub fn make_optimizer(name: &str, space: &Space) -> Result<AnyOptimizer, String>
             .map(|c| AnyOptimizer::Cmaes(Box::new(c)))
             .map_err(|e| e.to_string());
     }
-    by_name(name, space.dim(), batch, space.seed).map_err(|e| e.to_string())
+    let optimizer = by_name(name, space.dim(), batch, space.seed).map_err(|e| e.to_string())?;
+    Ok(match optimizer {
+        AnyOptimizer::Nsga2(nsga2) => AnyOptimizer::Nsga2(Box::new(
+            nsga2.with_initial_points(vec![space.initial_point()]),
+        )),
+        other => other,
+    })
+}
+
+/// Moves the initial point of `space` to the parameters of a trial of another run (`RUN` for
+/// its best trial, `RUN:ID` for trial `ID`), for each dimension of the same name; returns how
+/// many dimensions it set.
+pub fn start_from(space: &mut Space, from: &str) -> anyhow::Result<usize> {
+    let (dir, id) = match from.rsplit_once(':') {
+        Some((dir, id)) if id.parse::<u64>().is_ok() => (dir, Some(id.parse::<u64>()?)),
+        _ => (from, None),
+    };
+    let trials = read_journal(Path::new(dir))?;
+    let trial = match id {
+        Some(id) => trials
+            .iter()
+            .find(|t| t.id == id)
+            .with_context(|| format!("--init-from: {dir} has no trial {id}"))?,
+        None => best_trial(&trials)
+            .with_context(|| format!("--init-from: {dir} holds no successful trial"))?,
+    };
+    let mut taken = 0;
+    for dimension in &mut space.dimensions {
+        if let Some(value) = trial.params.get(&dimension.name) {
+            dimension.init = dimension
+                .domain
+                .encode(value)
+                .map_err(|e| anyhow::anyhow!("--init-from {from}: {}: {e}", dimension.name))?;
+            taken += 1;
+        }
+    }
+    if taken == 0 {
+        bail!(
+            "--init-from {from}: trial {} shares no parameter name with {} (it has {:?}...)",
+            trial.id,
+            space.file.display(),
+            trial.params.keys().take(3).collect::<Vec<_>>()
+        );
+    }
+    Ok(taken)
 }
 
 /// Runs a study; Ctrl-C stops it after the trials in flight.
 pub fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
-    let space = load_space(&args.space, &args.set, args.seed, args.budget)?;
+    let mut space = load_space(&args.space, &args.set, args.seed, args.budget)?;
+    if let Some(from) = &args.init_from {
+        let taken = start_from(&mut space, from)?;
+        eprintln!(
+            "starting from {from}: {taken} of {} parameters taken",
+            space.dim()
+        );
+    }
     run_space(&space, args)
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use super::study::{RunArgs, run};
 use crate::device::DeviceSpec;
 use crate::record::{RUN_FILE, Status};
+use crate::study::RunSummary;
 
 /// One setting swept: a space key (or `optimizer`) and its values.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,21 +52,34 @@ pub fn combinations(axes: &[Axis]) -> Vec<Vec<(String, String)>> {
     })
 }
 
-/// Runs every combination and prints (and writes `sweep.md` in `out`) the summary.
-pub fn sweep(
+/// One finished run of a grid.
+pub struct GridRun {
+    /// The combination, `key=value` joined by commas.
+    pub name: String,
+    /// The combination's settings.
+    pub settings: Vec<(String, String)>,
+    /// The run directory.
+    pub dir: PathBuf,
+    /// What the run left.
+    pub summary: RunSummary,
+}
+
+/// Runs (or resumes) every combination of the axes, each in its own directory under `out`.
+/// `optimizer` is the optimizer of combinations that do not set one; `budget` overrides the
+/// space's number of trials.
+pub fn run_grid(
     space: &Path,
     axes: &[Axis],
     optimizer: &str,
     out: &Path,
     device: DeviceSpec,
     workers: Option<usize>,
-) -> anyhow::Result<()> {
+    budget: Option<usize>,
+) -> anyhow::Result<Vec<GridRun>> {
     if axes.is_empty() {
         bail!("give at least one --grid key=value1,value2,...");
     }
-    let mut table = String::from(
-        "| run | trials | failed | best scalar | best trial | seconds |\n|---|---:|---:|---:|---:|---:|\n",
-    );
+    let mut runs = Vec::new();
     for combination in combinations(axes) {
         let name: Vec<String> = combination
             .iter()
@@ -76,13 +90,14 @@ pub fn sweep(
         let mut args = RunArgs {
             space: space.to_path_buf(),
             optimizer: optimizer.to_string(),
-            budget: None,
+            budget,
             seed: None,
             set: Vec::new(),
             out: Some(dir.clone()),
             resume: dir.join(RUN_FILE).exists(),
             device,
             workers,
+            init_from: None,
         };
         for (key, value) in &combination {
             match key.as_str() {
@@ -90,8 +105,32 @@ pub fn sweep(
                 _ => args.set.push(format!("{key}={value}")),
             }
         }
-        eprintln!("sweep: {name}");
-        let summary = run(&args).with_context(|| format!("sweep run {name}"))?;
+        eprintln!("{name}");
+        let summary = run(&args).with_context(|| format!("run {name}"))?;
+        runs.push(GridRun {
+            name,
+            settings: combination,
+            dir,
+            summary,
+        });
+    }
+    Ok(runs)
+}
+
+/// Runs every combination and prints (and writes `sweep.md` in `out`) the summary.
+pub fn sweep(
+    space: &Path,
+    axes: &[Axis],
+    optimizer: &str,
+    out: &Path,
+    device: DeviceSpec,
+    workers: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut table = String::from(
+        "| run | trials | failed | best scalar | best trial | seconds |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for grid_run in run_grid(space, axes, optimizer, out, device, workers, None)? {
+        let summary = &grid_run.summary;
         let failed = summary
             .trials
             .iter()
@@ -107,7 +146,8 @@ pub fn sweep(
             });
         let _ = writeln!(
             table,
-            "| {name} | {} | {failed} | {best} | {id} | {:.0} |",
+            "| {} | {} | {failed} | {best} | {id} | {:.0} |",
+            grid_run.name,
             summary.trials.len(),
             summary.seconds
         );

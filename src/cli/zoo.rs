@@ -7,9 +7,14 @@ use std::time::Instant;
 use clap::Subcommand;
 
 use super::progress_bar as bar;
-use crate::device::DeviceSpec;
+use burn::backend::Autodiff;
+
+use crate::adamerge::{AdaMergeOptions, CoefficientGranularity, adamerge};
+use crate::device::{Device, DeviceSpec};
 use crate::eval::{StudyConfig, ensure_built, subset_study};
+use crate::space::Space;
 use crate::zoo::baselines::Baselines;
+use crate::zoo::baselines::Row;
 use crate::zoo::build::{ZooConfig, build as build_zoo};
 use crate::zoo::tasks::Split;
 
@@ -40,6 +45,9 @@ pub enum ZooCommand {
         /// The zoo directory.
         #[arg(long, default_value = "results/zoo")]
         zoo: PathBuf,
+        /// Adam steps of the AdaMerging rows (0 leaves them out).
+        #[arg(long, default_value_t = 500)]
+        adamerge_steps: usize,
         /// Compute device: cpu or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
@@ -88,15 +96,24 @@ pub fn run(command: ZooCommand) -> anyhow::Result<()> {
             };
             build(&out, &config)
         }
-        ZooCommand::Table { zoo, device } => {
+        ZooCommand::Table {
+            zoo,
+            adamerge_steps,
+            device,
+        } => {
             let started = Instant::now();
             ensure_built(&zoo, &bar("zoo", "steps"))?;
-            let bar = bar("table", "merges");
+            let progress = bar("table", "merges");
             let device = device.open()?;
-            let table = crate::with_backend!(device, |B, device| {
-                Baselines::<B>::open(&zoo, &Default::default(), &device)?.table(&zoo, &bar)
+            let mut table = crate::with_backend!(device.clone(), |B, device| {
+                Baselines::<B>::open(&zoo, &Default::default(), &device)?.table(&zoo, &progress)
             })?;
-            bar.finish_and_clear();
+            progress.finish_and_clear();
+            if adamerge_steps > 0 {
+                table
+                    .rows
+                    .extend(adamerging_rows(&zoo, adamerge_steps, &device)?);
+            }
             print!("{}", table.markdown());
             eprintln!("({:.0}s)", started.elapsed().as_secs_f64());
             Ok(())
@@ -168,4 +185,55 @@ fn build(out: &Path, config: &ZooConfig) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The table's AdaMerging rows: task-wise and layer-wise, on task vectors and (AdaMerging++) on
+/// TIES-trimmed ones, each trained `steps` steps on the test split's unlabeled inputs with the
+/// paper's settings and scored on its labels. The runs are kept in a temporary directory.
+fn adamerging_rows(zoo: &Path, steps: usize, device: &Device) -> anyhow::Result<Vec<Row>> {
+    let text = format!(
+        "name = \"zoo-table\"\n[models]\nzoo = {zoo:?}\n[merge]\nmethod = \"task_arithmetic\"\n\
+         [[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n\
+         [[evaluators]]\nkind = \"zoo\"\nzoo = {zoo:?}\n[[objectives]]\nname = \"mean/accuracy\"\n"
+    );
+    let scratch =
+        std::env::temp_dir().join(format!("mergesearch-zoo-table-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let file = scratch.join("space.toml");
+    std::fs::write(&file, text)?;
+    let space = Space::load(&file, &[], &bar("zoo", "steps"))?;
+    let mut rows = Vec::new();
+    for (ties, method) in [(None, "AdaMerging"), (Some(0.2), "AdaMerging++")] {
+        for (granularity, name) in [
+            (CoefficientGranularity::Task, "task-wise"),
+            (CoefficientGranularity::Layer, "layer-wise"),
+        ] {
+            let options = AdaMergeOptions {
+                granularity,
+                steps,
+                ties,
+                ..AdaMergeOptions::default()
+            };
+            let progress = bar("adamerge", "steps");
+            progress.set_prefix(format!("{method} {name}"));
+            let out = scratch.join(format!("{method}-{name}"));
+            let outcome = crate::with_backend!(
+                device.clone(),
+                |B, device| adamerge::<Autodiff<B>>(&space, &options, &out, &device, &progress)
+            )?;
+            progress.finish_and_clear();
+            let density = ties.map_or(String::new(), |d| format!(", TIES density {d}"));
+            rows.push(Row::new(
+                method,
+                &format!(
+                    "{name}{density}, {steps} steps on unlabeled test inputs ({:.0} ms/step)",
+                    1e3 * outcome.seconds_per_step
+                ),
+                &outcome.learned,
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(rows)
 }

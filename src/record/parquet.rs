@@ -3,7 +3,8 @@
 //!
 //! Columns: `id`, `generation`, `status`, `point` (list of the unit-cube coordinates), one
 //! `param.<name>` per dimension (numbers, or text for choices), `score.<objective>` and
-//! `stderr.<objective>` for every score any trial reported, `scalar`, `merge_seconds`,
+//! `stderr.<objective>` for every score any trial reported, `predicted.<objective>` for every
+//! objective a surrogate predicted (model-based optimizers), `scalar`, `merge_seconds`,
 //! `eval_seconds`, `started`, `finished` (seconds since the Unix epoch) and `error`.
 
 use std::collections::BTreeSet;
@@ -95,6 +96,17 @@ pub fn write_table(
             .collect();
         columns.push(Column::new(format!("score.{name}").into(), scores));
         columns.push(Column::new(format!("stderr.{name}").into(), stderr));
+    }
+    let predicted: BTreeSet<&String> = trials
+        .iter()
+        .flat_map(|t| t.predicted.iter().flat_map(|p| p.keys()))
+        .collect();
+    for name in predicted {
+        let values: Vec<Option<f64>> = trials
+            .iter()
+            .map(|t| t.predicted.as_ref().and_then(|p| p.get(name).copied()))
+            .collect();
+        columns.push(Column::new(format!("predicted.{name}").into(), values));
     }
     let number = |name: &str, f: fn(&TrialRecord) -> f64| {
         Column::new(name.into(), trials.iter().map(f).collect::<Vec<_>>())

@@ -44,6 +44,10 @@ pub struct TrialRecord {
     pub finished: f64,
     /// Why the trial failed.
     pub error: Option<String>,
+    /// What the optimizer's surrogate predicted for each objective (in the objective's own
+    /// units and direction) when it proposed this point; absent for model-free optimizers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<BTreeMap<String, f64>>,
 }
 
 /// Seconds since the Unix epoch.

@@ -208,6 +208,13 @@ pub fn run<B: Backend>(
             }
         }
         let generation = snapshot.generation;
+        let predictions: Vec<_> = points
+            .iter()
+            .map(|p| {
+                let predicted = snapshot.optimizer.predict(p)?;
+                Some(scalarizer.from_minimized(&predicted))
+            })
+            .collect();
         let fresh = evaluate_batch(
             space,
             merger.as_ref(),
@@ -215,6 +222,7 @@ pub fn run<B: Backend>(
             &scalarizer,
             &ids,
             &points,
+            &predictions,
             &batch,
             generation,
             &mut journal,
@@ -279,6 +287,7 @@ fn evaluate_batch<B: Backend>(
     scalarizer: &Scalarizer,
     ids: &[u64],
     points: &[Vec<f64>],
+    predictions: &[Option<BTreeMap<String, f64>>],
     batch: &[Option<TrialRecord>],
     generation: u64,
     journal: &mut Journal,
@@ -306,9 +315,10 @@ fn evaluate_batch<B: Backend>(
                 while !stop.load(Ordering::SeqCst) {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&j) = todo.get(k) else { break };
-                    let record = run_trial(
+                    let mut record = run_trial(
                         space, merger, evaluators, scalarizer, ids[j], generation, &points[j],
                     );
+                    record.predicted = predictions[j].clone();
                     let mut guard = finished.lock().expect("results lock");
                     if guard.1.is_none()
                         && let Err(e) = guard.2.append(&record)

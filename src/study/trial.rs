@@ -61,6 +61,16 @@ impl Scalarizer {
             .collect()
     }
 
+    /// Scores by objective name from values in the minimized form optimizers work in (the
+    /// inverse of [`Scalarizer::minimized`]).
+    pub fn from_minimized(&self, values: &[f64]) -> BTreeMap<String, f64> {
+        self.terms
+            .iter()
+            .zip(values)
+            .map(|((name, direction, _), &m)| (name.clone(), direction.to_maximized(-m)))
+            .collect()
+    }
+
     /// The weighted mean of the objectives, each turned so that larger is better.
     pub fn scalar(&self, scores: &BTreeMap<String, crate::eval::Score>) -> Option<f64> {
         let mut total = 0.0;
@@ -139,5 +149,6 @@ pub fn run_trial<B: Backend>(
         started,
         finished: now(),
         error,
+        predicted: None,
     }
 }

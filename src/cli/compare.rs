@@ -1,0 +1,280 @@
+//! `mergesearch compare SPACE`: the same budget for several optimizers over several seeds, and
+//! per optimizer the median of the best scalar score, that trial's held-out test score (zoo
+//! spaces), the hypervolume of the run's front against one reference point shared by all runs,
+//! and how far the surrogate's predictions were from the measured scores.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::demo::zoo_of;
+use super::load_space;
+use super::sweep::{Axis, GridRun, run_grid};
+use crate::device::DeviceSpec;
+use crate::eval::Objective;
+use crate::pareto::{hypervolume, reference_point};
+use crate::record::{RUN_FILE, RunInfo, front, objective_points, read_json};
+use crate::zoo::baselines::Baselines;
+use crate::zoo::tasks::Split;
+
+/// What `mergesearch compare` was asked.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// The search space.
+    pub space: PathBuf,
+    /// The optimizers, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "random,cmaes,gp,map,nsga2"
+    )]
+    pub optimizers: Vec<String>,
+    /// Run seeds, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// Trials per run.
+    #[arg(long, default_value_t = 100)]
+    pub budget: usize,
+    /// The folder of the runs (each resumed when it is there already) and of compare.md.
+    #[arg(long, default_value = "results/compare")]
+    pub out: PathBuf,
+    /// Compute device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Trials evaluated at once.
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// One run's numbers.
+struct Measured {
+    optimizer: String,
+    seed: String,
+    best: f64,
+    test: Option<f64>,
+    hypervolume: f64,
+    surrogate_error: Option<f64>,
+    seconds: f64,
+}
+
+/// Runs the comparison and prints (and writes `compare.md` in `out`) its tables.
+pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let axes = [
+        Axis {
+            key: "optimizer".into(),
+            values: args.optimizers.clone(),
+        },
+        Axis {
+            key: "seed".into(),
+            values: args.seeds.iter().map(u64::to_string).collect(),
+        },
+    ];
+    let runs = run_grid(
+        &args.space,
+        &axes,
+        "cmaes",
+        &args.out,
+        args.device,
+        args.workers,
+        Some(args.budget),
+    )?;
+    let info: RunInfo = read_json(&runs[0].dir.join(RUN_FILE))?;
+    let reference = shared_reference(&runs, &info.objectives)?;
+    let tests = test_scores(args, &runs)?;
+    let measured: Vec<Measured> = runs
+        .iter()
+        .zip(tests)
+        .map(|(run, test)| measure(run, test, &info.objectives, &reference))
+        .collect::<anyhow::Result<_>>()?;
+    let report = report(args, &info.objectives, &reference, &measured);
+    print!("{report}");
+    let path = args.out.join("compare.md");
+    std::fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The reference point of every run's hypervolume: the default rule over all runs' points
+/// together, so that the runs' hypervolumes can be compared.
+fn shared_reference(runs: &[GridRun], objectives: &[Objective]) -> anyhow::Result<Vec<f64>> {
+    let all: Vec<Vec<f64>> = runs
+        .iter()
+        .flat_map(|r| objective_points(&r.summary.trials, objectives).1)
+        .collect();
+    reference_point(&all).context("no run has a successful trial to compare")
+}
+
+/// For a zoo space, the mean test accuracy of each run's best trial (else `None`s).
+fn test_scores(args: &CompareArgs, runs: &[GridRun]) -> anyhow::Result<Vec<Option<f64>>> {
+    let space = load_space(&args.space, &[], None, None)?;
+    let Some(models) = space.models.as_ref().filter(|m| zoo_of(m).is_ok()) else {
+        return Ok(vec![None; runs.len()]);
+    };
+    let zoo = zoo_of(models)?;
+    let device = args.device.open()?;
+    crate::with_backend!(device, |B, device| {
+        let baselines = Baselines::<B>::open(&zoo, &models.granularity, &device)?;
+        runs.iter()
+            .map(|run| {
+                let Some(best) = run.summary.best() else {
+                    return Ok(None);
+                };
+                let plan = space
+                    .decode(&best.point)
+                    .plan
+                    .context("a zoo space decodes to a merge")?;
+                let scores = baselines.score(&plan, Split::Test)?;
+                let mean = scores.iter().map(|s| s.accuracy).sum::<f64>() / scores.len() as f64;
+                Ok(Some(mean))
+            })
+            .collect()
+    })
+}
+
+/// One run's numbers.
+fn measure(
+    run: &GridRun,
+    test: Option<f64>,
+    objectives: &[Objective],
+    reference: &[f64],
+) -> anyhow::Result<Measured> {
+    let setting = |key: &str| {
+        run.settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or_else(String::new, |(_, v)| v.clone())
+    };
+    let trials = &run.summary.trials;
+    let (_, points) = front(trials, objectives);
+    let hypervolume = if points.is_empty() {
+        0.0
+    } else {
+        hypervolume(&points, reference)?
+    };
+    let errors: Vec<f64> = trials
+        .iter()
+        .filter_map(|t| {
+            let predicted = t.predicted.as_ref()?;
+            let errors: Vec<f64> = predicted
+                .iter()
+                .filter_map(|(name, p)| Some((t.scores.get(name)?.value - p).abs()))
+                .collect();
+            (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
+        })
+        .collect();
+    Ok(Measured {
+        optimizer: setting("optimizer"),
+        seed: setting("seed"),
+        best: run
+            .summary
+            .best()
+            .and_then(|b| b.scalar)
+            .unwrap_or(f64::NAN),
+        test,
+        hypervolume,
+        surrogate_error: (!errors.is_empty())
+            .then(|| errors.iter().sum::<f64>() / errors.len() as f64),
+        seconds: run.summary.seconds,
+    })
+}
+
+/// The median of `values` (NaN when empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| !v.is_nan());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn cell(value: Option<f64>, digits: usize) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "—".into(),
+    }
+}
+
+/// The Markdown report: medians per optimizer, then every run.
+fn report(
+    args: &CompareArgs,
+    objectives: &[Objective],
+    reference: &[f64],
+    measured: &[Measured],
+) -> String {
+    let mut out = String::new();
+    let names: Vec<&str> = objectives.iter().map(|o| o.name.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "{}: {} trials per run, seeds {:?}; medians over seeds.\n\nHypervolume: of each run's front over {} objectives ({}), against one reference point for all runs (the worst value over all runs minus 10% of the range, per objective).\n",
+        args.space.display(),
+        args.budget,
+        args.seeds,
+        names.len(),
+        names.join(", "),
+    );
+    let _ = writeln!(
+        out,
+        "| optimizer | best scalar (validation) | its test score | hypervolume | surrogate error | seconds |\n|---|---:|---:|---:|---:|---:|"
+    );
+    let mut by_optimizer: BTreeMap<&str, Vec<&Measured>> = BTreeMap::new();
+    for m in measured {
+        by_optimizer.entry(&m.optimizer).or_default().push(m);
+    }
+    for optimizer in &args.optimizers {
+        let Some(runs) = by_optimizer.get(optimizer.as_str()) else {
+            continue;
+        };
+        let med = |f: &dyn Fn(&Measured) -> Option<f64>| {
+            let values: Vec<f64> = runs.iter().filter_map(|m| f(m)).collect();
+            (!values.is_empty()).then(|| median(values))
+        };
+        let _ = writeln!(
+            out,
+            "| {optimizer} | {} | {} | {} | {} | {} |",
+            cell(med(&|m| Some(m.best)), 4),
+            cell(med(&|m| m.test), 4),
+            cell(med(&|m| Some(m.hypervolume)), 6),
+            cell(med(&|m| m.surrogate_error), 4),
+            cell(med(&|m| Some(m.seconds)), 0),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nSurrogate error: mean absolute difference between the score the optimizer's model predicted when it proposed a trial and the score measured (model-based optimizers only).\n\n| optimizer | seed | best scalar | its test score | hypervolume | surrogate error | seconds |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for m in measured {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            m.optimizer,
+            m.seed,
+            cell(Some(m.best), 4),
+            cell(m.test, 4),
+            cell(Some(m.hypervolume), 6),
+            cell(m.surrogate_error, 4),
+            cell(Some(m.seconds), 0),
+        );
+    }
+    let _ = writeln!(out, "\nReference point (maximized form): {reference:?}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_skip_missing_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, f64::NAN, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+}
