@@ -548,3 +548,95 @@ fn a_two_objective_run_keeps_its_front_and_hypervolume_and_plots_them() {
     let svg = std::fs::read_to_string(out.join("front-loss-score.svg")).unwrap();
     assert!(svg.contains("loss (lower is better)") && svg.contains("score (higher is better)"));
 }
+
+/// Runs `space` with `optimizer` and a budget of `trials` into `out`.
+fn run_budget(
+    space: &Path,
+    out: &Path,
+    optimizer: &str,
+    trials: usize,
+    resume: bool,
+) -> Vec<TrialRecord> {
+    let space = Space::load(
+        space,
+        &[format!("budget.trials={trials}")],
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
+    let options = RunOptions {
+        optimizer: optimizer.into(),
+        out: out.to_path_buf(),
+        resume,
+        workers: None,
+    };
+    run::<Flex>(
+        &space,
+        &options,
+        || make_optimizer(optimizer, &space),
+        &Default::default(),
+        &ProgressBar::hidden(),
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+    .trials
+}
+
+#[test]
+fn model_based_optimizers_record_their_predictions_and_resume_to_the_same_trials() {
+    let tmp = TempDir::new("study", "model-based");
+    let text = "seed = 6\n[[params]]\nname = \"x0\"\nlow = 0.0\nhigh = 1.0\n[[params]]\nname = \"x1\"\nlow = 0.0\nhigh = 1.0\n[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", \"evaluators/example.py\", \"--params\", \"{params_json}\", \"--seed\", \"{seed}\"]\nobjectives = { loss = \"minimize\", score = \"maximize\" }\n[[objectives]]\nname = \"loss\"\n[[objectives]]\nname = \"score\"\n[budget]\nbatch = 8\n";
+    let space = write(tmp.path(), "space.toml", text);
+    for optimizer in ["nsga2", "map", "map-bayes", "gp", "gp-parego"] {
+        let whole = run_budget(
+            &space,
+            &tmp.join(&format!("{optimizer}-whole")),
+            optimizer,
+            24,
+            false,
+        );
+        assert_eq!(whole.len(), 24, "{optimizer}");
+        assert!(whole.iter().all(|t| t.status == Status::Ok), "{optimizer}");
+        // Stopped after two batches and resumed: the optimizer's state comes back from JSON.
+        let parted = tmp.join(&format!("{optimizer}-parted"));
+        assert_eq!(run_budget(&space, &parted, optimizer, 16, false).len(), 16);
+        let resumed = run_budget(&space, &parted, optimizer, 24, true);
+        let strip = |ts: &[TrialRecord]| {
+            ts.iter()
+                .map(|t| (t.id, t.point.clone(), t.predicted.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&resumed), strip(&whole), "{optimizer}");
+        let predicted: Vec<&TrialRecord> = whole.iter().filter(|t| t.predicted.is_some()).collect();
+        if optimizer == "nsga2" {
+            assert!(predicted.is_empty(), "NSGA-II has no surrogate");
+            continue;
+        }
+        assert!(
+            predicted.len() >= 8,
+            "{optimizer}: {} predicted",
+            predicted.len()
+        );
+        // GP-BO models the scalar score; the others each objective, in its own units.
+        let names: &[&str] = if optimizer == "gp" {
+            &["scalar"]
+        } else {
+            &["loss", "score"]
+        };
+        for t in &predicted {
+            let p = t.predicted.as_ref().unwrap();
+            assert_eq!(
+                p.keys().map(String::as_str).collect::<Vec<_>>(),
+                names,
+                "{optimizer}"
+            );
+        }
+        let table =
+            std::fs::read(tmp.join(&format!("{optimizer}-whole")).join(TRIALS_FILE)).unwrap();
+        let needle = format!("predicted.{}", names[0]).into_bytes();
+        let needle = needle.as_slice();
+        assert!(
+            table.windows(needle.len()).any(|w| w == needle),
+            "{optimizer}: trials.parquet has a predicted.loss column"
+        );
+    }
+}

@@ -16,6 +16,7 @@ use crate::device::DeviceSpec;
 use crate::eval::Objective;
 use crate::pareto::{hypervolume, reference_point};
 use crate::record::{RUN_FILE, RunInfo, front, objective_points, read_json};
+use crate::study::PREDICTED_SCALAR;
 use crate::zoo::baselines::Baselines;
 use crate::zoo::tasks::Split;
 
@@ -159,7 +160,14 @@ fn measure(
             let predicted = t.predicted.as_ref()?;
             let errors: Vec<f64> = predicted
                 .iter()
-                .filter_map(|(name, p)| Some((t.scores.get(name)?.value - p).abs()))
+                .filter_map(|(name, p)| {
+                    let measured = match t.scores.get(name) {
+                        Some(score) => score.value,
+                        None if name == PREDICTED_SCALAR => t.scalar?,
+                        None => return None,
+                    };
+                    Some((measured - p).abs())
+                })
                 .collect();
             (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
         })

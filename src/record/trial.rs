@@ -45,7 +45,8 @@ pub struct TrialRecord {
     /// Why the trial failed.
     pub error: Option<String>,
     /// What the optimizer's surrogate predicted for each objective (in the objective's own
-    /// units and direction) when it proposed this point; absent for model-free optimizers.
+    /// units and direction) when it proposed this point, or for the scalar score (`scalar`)
+    /// from optimizers of the scalar alone; absent for model-free optimizers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<BTreeMap<String, f64>>,
 }

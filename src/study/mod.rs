@@ -20,7 +20,7 @@ use burn::prelude::*;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-pub use trial::{Scalarizer, run_trial};
+pub use trial::{PREDICTED_SCALAR, Scalarizer, run_trial};
 
 use crate::eval::{EvalContext, Evaluator, Objective, build_all};
 use crate::merge::Merger;
@@ -210,10 +210,7 @@ pub fn run<B: Backend>(
         let generation = snapshot.generation;
         let predictions: Vec<_> = points
             .iter()
-            .map(|p| {
-                let predicted = snapshot.optimizer.predict(p)?;
-                Some(scalarizer.from_minimized(&predicted))
-            })
+            .map(|p| scalarizer.predicted_scores(&snapshot.optimizer.predict(p)?))
             .collect();
         let fresh = evaluate_batch(
             space,

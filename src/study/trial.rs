@@ -11,6 +11,9 @@ use crate::record::{Status, TrialRecord, now};
 use crate::rng::derive_seed;
 use crate::space::{ObjectiveSpec, Space};
 
+/// The name under which a predicted scalar score is recorded (optimizers of the scalar alone).
+pub const PREDICTED_SCALAR: &str = "scalar";
+
 /// The objectives of the scalar score with their directions (from the evaluators).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scalarizer {
@@ -61,14 +64,23 @@ impl Scalarizer {
             .collect()
     }
 
-    /// Scores by objective name from values in the minimized form optimizers work in (the
-    /// inverse of [`Scalarizer::minimized`]).
-    pub fn from_minimized(&self, values: &[f64]) -> BTreeMap<String, f64> {
-        self.terms
-            .iter()
-            .zip(values)
-            .map(|((name, direction, _), &m)| (name.clone(), direction.to_maximized(-m)))
-            .collect()
+    /// An optimizer's prediction (minimized form, as it is told) as scores by name: one value per
+    /// objective in the objectives' own units, or, from an optimizer of the scalar score alone,
+    /// one value recorded as [`PREDICTED_SCALAR`] (larger is better). `None` for any other shape.
+    pub fn predicted_scores(&self, values: &[f64]) -> Option<BTreeMap<String, f64>> {
+        if values.len() == self.terms.len() {
+            return Some(
+                self.terms
+                    .iter()
+                    .zip(values)
+                    .map(|((name, direction, _), &m)| (name.clone(), direction.to_maximized(-m)))
+                    .collect(),
+            );
+        }
+        match values {
+            [m] => Some(BTreeMap::from([(PREDICTED_SCALAR.to_string(), -m)])),
+            _ => None,
+        }
     }
 
     /// The weighted mean of the objectives, each turned so that larger is better.
