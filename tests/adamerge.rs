@@ -8,6 +8,7 @@ use mergesearch::adamerge::{
     AdaMergeOptions, CoefficientGranularity, DifferentiableMerge, adamerge, derived_space,
     entropy_loss, images, sample_batch,
 };
+use mergesearch::merge::Merger;
 use mergesearch::record::{RUN_FILE, RunInfo, read_journal, read_json};
 use mergesearch::rng::Rng;
 use mergesearch::space::Space;
@@ -58,6 +59,24 @@ fn options(granularity: CoefficientGranularity, ties: Option<f64>) -> AdaMergeOp
     }
 }
 
+/// The space AdaMerging derives from `space`, its merger, and the differentiable merge.
+fn differentiable(
+    space: &Space,
+    granularity: CoefficientGranularity,
+    ties: Option<f64>,
+) -> (Space, Merger<Flex>, DifferentiableMerge<A>) {
+    let derived =
+        derived_space(space, &options(granularity, ties), &ProgressBar::hidden()).unwrap();
+    let merger = derived
+        .models
+        .as_ref()
+        .unwrap()
+        .merger::<Flex>(&Default::default())
+        .unwrap();
+    let merge = DifferentiableMerge::<A>::new(&merger, ties);
+    (derived, merger, merge)
+}
+
 /// The loss and its gradient at coefficients `x` on the fixed batch `indices`, TIES signs elected
 /// with the coefficients `elect`.
 fn loss_and_grad(
@@ -105,15 +124,7 @@ fn the_entropy_gradient_matches_central_finite_differences() {
         (CoefficientGranularity::Layer, None),
         (CoefficientGranularity::Task, Some(0.5)),
     ] {
-        let derived =
-            derived_space(&space, &options(granularity, ties), &ProgressBar::hidden()).unwrap();
-        let merger = derived
-            .models
-            .as_ref()
-            .unwrap()
-            .merger::<Flex>(&device)
-            .unwrap();
-        let merge = DifferentiableMerge::<A>::new(&merger, ties);
+        let (_, _, merge) = differentiable(&space, granularity, ties);
         let n = merge.groups() * merge.experts();
         for seed in 0..3 {
             let mut rng = Rng::new(seed);
@@ -154,15 +165,7 @@ fn the_differentiable_merge_is_the_merge_its_plan_exports() {
         (CoefficientGranularity::Layer, None),
         (CoefficientGranularity::Tensor, Some(0.3)),
     ] {
-        let derived =
-            derived_space(&space, &options(granularity, ties), &ProgressBar::hidden()).unwrap();
-        let merger = derived
-            .models
-            .as_ref()
-            .unwrap()
-            .merger::<Flex>(&device)
-            .unwrap();
-        let merge = DifferentiableMerge::<A>::new(&merger, ties);
+        let (derived, merger, merge) = differentiable(&space, granularity, ties);
         let (groups, experts) = (merge.groups(), merge.experts());
         let mut rng = Rng::new(7);
         let x: Vec<f64> = (0..groups * experts).map(|_| rng.next_f64()).collect();

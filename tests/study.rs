@@ -166,7 +166,18 @@ fn invalid_spaces_fail_at_load_naming_the_file_the_key_and_the_fix() {
 }
 
 fn run_space(space: &Path, out: &Path, optimizer: &str, resume: bool) -> Vec<TrialRecord> {
-    let space = Space::load(space, &[], &ProgressBar::hidden()).unwrap();
+    run_with(space, &[], out, optimizer, resume)
+}
+
+/// Runs `space` (with `overrides`) with `optimizer` into `out`.
+fn run_with(
+    space: &Path,
+    overrides: &[String],
+    out: &Path,
+    optimizer: &str,
+    resume: bool,
+) -> Vec<TrialRecord> {
+    let space = Space::load(space, overrides, &ProgressBar::hidden()).unwrap();
     let options = RunOptions {
         optimizer: optimizer.into(),
         out: out.to_path_buf(),
@@ -557,28 +568,13 @@ fn run_budget(
     trials: usize,
     resume: bool,
 ) -> Vec<TrialRecord> {
-    let space = Space::load(
+    run_with(
         space,
         &[format!("budget.trials={trials}")],
-        &ProgressBar::hidden(),
-    )
-    .unwrap();
-    let options = RunOptions {
-        optimizer: optimizer.into(),
-        out: out.to_path_buf(),
+        out,
+        optimizer,
         resume,
-        workers: None,
-    };
-    run::<Flex>(
-        &space,
-        &options,
-        || make_optimizer(optimizer, &space),
-        &Default::default(),
-        &ProgressBar::hidden(),
-        &AtomicBool::new(false),
     )
-    .unwrap()
-    .trials
 }
 
 #[test]

@@ -57,6 +57,7 @@ struct Measured {
     test: Option<f64>,
     hypervolume: f64,
     surrogate_error: Option<f64>,
+    /// From the first trial's start to the last one's end.
     seconds: f64,
 }
 
@@ -184,7 +185,9 @@ fn measure(
         hypervolume,
         surrogate_error: (!errors.is_empty())
             .then(|| errors.iter().sum::<f64>() / errors.len() as f64),
-        seconds: run.summary.seconds,
+        // From the trials' own clocks: a resumed run's invocation may have taken no time.
+        seconds: trials.iter().map(|t| t.finished).fold(f64::NEG_INFINITY, f64::max)
+            - trials.iter().map(|t| t.started).fold(f64::INFINITY, f64::min),
     })
 }
 
@@ -208,6 +211,12 @@ fn cell(value: Option<f64>, digits: usize) -> String {
         Some(v) if v.is_finite() => format!("{v:.digits$}"),
         _ => "—".into(),
     }
+}
+
+/// A hypervolume, in scientific notation (with many objectives it is a product of many small
+/// ranges).
+fn volume(value: f64) -> String {
+    format!("{value:.4e}")
 }
 
 /// The Markdown report: medians per optimizer, then every run.
@@ -249,7 +258,7 @@ fn report(
             "| {optimizer} | {} | {} | {} | {} | {} |",
             cell(med(&|m| Some(m.best)), 4),
             cell(med(&|m| m.test), 4),
-            cell(med(&|m| Some(m.hypervolume)), 6),
+            med(&|m| Some(m.hypervolume)).map_or_else(|| "—".into(), volume),
             cell(med(&|m| m.surrogate_error), 4),
             cell(med(&|m| Some(m.seconds)), 0),
         );
@@ -266,7 +275,7 @@ fn report(
             m.seed,
             cell(Some(m.best), 4),
             cell(m.test, 4),
-            cell(Some(m.hypervolume), 6),
+            volume(m.hypervolume),
             cell(m.surrogate_error, 4),
             cell(Some(m.seconds), 0),
         );
