@@ -186,8 +186,14 @@ fn measure(
         surrogate_error: (!errors.is_empty())
             .then(|| errors.iter().sum::<f64>() / errors.len() as f64),
         // From the trials' own clocks: a resumed run's invocation may have taken no time.
-        seconds: trials.iter().map(|t| t.finished).fold(f64::NEG_INFINITY, f64::max)
-            - trials.iter().map(|t| t.started).fold(f64::INFINITY, f64::min),
+        seconds: trials
+            .iter()
+            .map(|t| t.finished)
+            .fold(f64::NEG_INFINITY, f64::max)
+            - trials
+                .iter()
+                .map(|t| t.started)
+                .fold(f64::INFINITY, f64::min),
     })
 }
 

@@ -74,7 +74,7 @@ pub fn load_space(
 }
 
 /// A fresh optimizer for `space`: CMA-ES centres its first generation on the space's initial
-/// point, and NSGA-II puts it in its first population.
+/// point; NSGA-II, MAP and GP-BO evaluate it first.
 pub fn make_optimizer(name: &str, space: &Space) -> Result<AnyOptimizer, String> {
     let batch = space.budget.batch.unwrap_or(8);
     if name == "cmaes" {
@@ -88,13 +88,9 @@ pub fn make_optimizer(name: &str, space: &Space) -> Result<AnyOptimizer, String>
             .map(|c| AnyOptimizer::Cmaes(Box::new(c)))
             .map_err(|e| e.to_string());
     }
-    let optimizer = by_name(name, space.dim(), batch, space.seed).map_err(|e| e.to_string())?;
-    Ok(match optimizer {
-        AnyOptimizer::Nsga2(nsga2) => AnyOptimizer::Nsga2(Box::new(
-            nsga2.with_initial_points(vec![space.initial_point()]),
-        )),
-        other => other,
-    })
+    Ok(by_name(name, space.dim(), batch, space.seed)
+        .map_err(|e| e.to_string())?
+        .with_initial_point(space.initial_point()))
 }
 
 /// Moves the initial point of `space` to the parameters of a trial of another run (`RUN` for

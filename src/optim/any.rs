@@ -67,6 +67,20 @@ impl AnyOptimizer {
         }
     }
 
+    /// The same optimizer starting from `point` where it has a place for a known good point:
+    /// the first population of NSGA-II, the initial design of MAP and GP-BO. (CMA-ES takes its
+    /// mean at construction; the designs and random search have none.)
+    pub fn with_initial_point(self, point: Vec<f64>) -> AnyOptimizer {
+        match self {
+            AnyOptimizer::Nsga2(o) => {
+                AnyOptimizer::Nsga2(Box::new(o.with_initial_points(vec![point])))
+            }
+            AnyOptimizer::Map(o) => AnyOptimizer::Map(Box::new(o.with_initial_points(vec![point]))),
+            AnyOptimizer::Gp(o) => AnyOptimizer::Gp(Box::new(o.with_initial_points(vec![point]))),
+            other => other,
+        }
+    }
+
     fn inner_ref(&self) -> &dyn Optimizer {
         match self {
             AnyOptimizer::Random(o) => o,
@@ -198,6 +212,31 @@ mod tests {
             assert_eq!(back.name(), name);
             assert_eq!(back.ask(), optimizer.ask(), "{name}");
         }
+    }
+
+    #[test]
+    fn model_based_optimizers_ask_the_initial_point_first() {
+        let point = vec![0.15, 0.9, 0.4];
+        for name in ["nsga2", "map", "map-bayes", "gp", "gp-parego"] {
+            let plain = by_name(name, 3, 4, 2).unwrap().ask();
+            let mut seeded = by_name(name, 3, 4, 2)
+                .unwrap()
+                .with_initial_point(point.clone());
+            let asked = seeded.ask();
+            assert_eq!(asked[0], point, "{name}");
+            assert_eq!(asked.len(), plain.len(), "{name}");
+            assert!(!plain.contains(&point), "{name}");
+        }
+        let mut random = by_name("random", 3, 4, 2).unwrap();
+        let unchanged = by_name("random", 3, 4, 2)
+            .unwrap()
+            .with_initial_point(point)
+            .ask();
+        assert_eq!(
+            random.ask(),
+            unchanged,
+            "random search has no initial design"
+        );
     }
 
     #[test]

@@ -54,6 +54,26 @@ pub enum InitialDesign {
     Random,
 }
 
+/// The `given` points of `dim` coordinates (clamped into the cube, at most `n`), then points of
+/// `design` up to `n` in all: an initial design that starts where the user knows to start.
+pub(crate) fn seeded_design(
+    given: &[Vec<f64>],
+    design: InitialDesign,
+    dim: usize,
+    n: usize,
+    seed: u64,
+    stream: u64,
+) -> Vec<Vec<f64>> {
+    let mut points: Vec<Vec<f64>> = given
+        .iter()
+        .filter(|p| p.len() == dim)
+        .map(|p| clamp_point(p))
+        .take(n)
+        .collect();
+    points.extend(design_points(design, dim, n - points.len(), seed, stream));
+    points
+}
+
 /// `n` points of `design` over `dim` coordinates, drawn from `seed` and `stream`.
 pub(crate) fn design_points(
     design: InitialDesign,
@@ -206,12 +226,7 @@ impl Nsga2 {
     /// Places `points` (clamped to the cube; at most a population's worth, the rest dropped)
     /// first in the initial population; the design fills the rest.
     pub fn with_initial_points(mut self, points: Vec<Vec<f64>>) -> Nsga2 {
-        self.initial_points = points
-            .into_iter()
-            .filter(|p| p.len() == self.dim)
-            .map(|p| clamp_point(&p))
-            .take(self.population)
-            .collect();
+        self.initial_points = points;
         self
     }
 
@@ -283,16 +298,14 @@ impl Nsga2 {
 
     /// The initial population.
     fn initial(&mut self) -> Vec<Vec<f64>> {
-        let mut points = self.initial_points.clone();
-        let rest = self.population.saturating_sub(points.len());
-        points.extend(design_points(
+        seeded_design(
+            &self.initial_points,
             self.options.initial_design,
             self.dim,
-            rest,
+            self.population,
             self.seed,
             self.asks,
-        ));
-        points
+        )
     }
 
     /// The index of a tournament winner among the parents.

@@ -63,7 +63,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::design::{LatinHypercube, Sobol};
+use super::nsga2::{InitialDesign, seeded_design};
 use super::{OptimError, Optimizer, Told, check_dim_batch, exact};
 use crate::rng::{Rng, derive_seed};
 use acquisition::Search;
@@ -97,6 +97,9 @@ pub struct GpOptions {
     pub acquisition_iters: usize,
     /// ParEGO's augmentation weight `ρ` (default 0.05, non-negative).
     pub parego_rho: f64,
+    /// Points that start the initial design (for example the space's initial point); the
+    /// space-filling design fills the rest.
+    pub initial_points: Vec<Vec<f64>>,
 }
 
 impl Default for GpOptions {
@@ -111,6 +114,7 @@ impl Default for GpOptions {
             refine: 5,
             acquisition_iters: 30,
             parego_rho: 0.05,
+            initial_points: Vec::new(),
         }
     }
 }
@@ -260,6 +264,12 @@ impl GaussianProcessBo {
             theta: Vec::new(),
             objective_thetas: Vec::new(),
         }))
+    }
+
+    /// The same optimizer whose initial design starts with `points` (unit cube).
+    pub fn with_initial_points(mut self, points: Vec<Vec<f64>>) -> GaussianProcessBo {
+        self.state.options.initial_points = points;
+        self
     }
 
     /// The options it was built with.
@@ -450,20 +460,18 @@ impl GaussianProcessBo {
         Some(point)
     }
 
-    /// The initial design's points (all of them; the first `design_asked` are already asked).
+    /// The initial design's points (all of them; the first `design_asked` are already asked):
+    /// the given initial points, then scrambled Sobol (a Latin hypercube beyond its dimensions).
     fn design(&self) -> Vec<Vec<f64>> {
         let s = &self.state;
-        let n = self.initial();
-        if n == 0 {
-            return Vec::new();
-        }
-        let seed = derive_seed(s.seed, "optim/gp/design", 0);
-        match Sobol::new(s.dim, n, seed) {
-            Ok(mut sobol) => sobol.ask(),
-            Err(_) => LatinHypercube::new(s.dim, n, seed)
-                .map(|mut lhs| lhs.ask())
-                .unwrap_or_default(),
-        }
+        seeded_design(
+            &s.options.initial_points,
+            InitialDesign::Sobol,
+            s.dim,
+            self.initial(),
+            s.seed,
+            0,
+        )
     }
 
     /// Fits (once per tell) the models `predict` uses.

@@ -55,7 +55,7 @@ mod quadratic;
 use serde::{Deserialize, Serialize};
 
 use super::nsga2::{
-    InitialDesign, Nsga2, Nsga2Options, clamp_point, design_points, told_objectives,
+    InitialDesign, Nsga2, Nsga2Options, clamp_point, seeded_design, told_objectives,
 };
 use super::{OptimError, Optimizer, Told, check_dim_batch, exact};
 use crate::rng::{Rng, derive_seed};
@@ -94,6 +94,9 @@ pub struct MapOptions {
     pub initial: Option<usize>,
     /// The initial design's kind.
     pub initial_design: InitialDesign,
+    /// Points that start the initial design (for example the space's initial point); the
+    /// design fills the rest.
+    pub initial_points: Vec<Vec<f64>>,
     /// NSGA-II's population on the surrogates (default 100).
     pub population: usize,
     /// NSGA-II's generations on the surrogates (default 100).
@@ -116,6 +119,7 @@ impl Default for MapOptions {
             variant: MapVariant::Plain,
             initial: None,
             initial_design: InitialDesign::Sobol,
+            initial_points: Vec::new(),
             population: 100,
             generations: 100,
             interaction_scale: None,
@@ -314,6 +318,12 @@ impl Map {
     /// The options.
     pub fn options(&self) -> &MapOptions {
         &self.options
+    }
+
+    /// The same optimizer whose initial design starts with `points` (unit cube).
+    pub fn with_initial_points(mut self, points: Vec<Vec<f64>>) -> Map {
+        self.options.initial_points = points;
+        self
     }
 
     /// The size of the initial design.
@@ -668,7 +678,14 @@ impl Optimizer for Map {
     fn ask(&mut self) -> Vec<Vec<f64>> {
         let n0 = self.initial_size();
         if self.design_asked < n0 {
-            let design = design_points(self.options.initial_design, self.dim, n0, self.seed, 0);
+            let design = seeded_design(
+                &self.options.initial_points,
+                self.options.initial_design,
+                self.dim,
+                n0,
+                self.seed,
+                0,
+            );
             let end = n0.min(self.design_asked + self.batch);
             let points = design[self.design_asked..end].to_vec();
             self.design_asked = end;
