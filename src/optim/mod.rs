@@ -14,11 +14,11 @@
 //! * [`Cmaes`]: CMA-ES with IPOP restarts, the workhorse for continuous merge coefficients: it is
 //!   invariant to monotone transformations of the scores (it uses only their ranks) and learns
 //!   which coefficients interact.
-//! * [`Nsga2`]: NSGA-II (SBX crossover, polynomial mutation, non-dominated sorting and crowding)
+//! * [`Nsga2`], NSGA-II (SBX crossover, polynomial mutation, non-dominated sorting and crowding)
 //!   on every objective told, for the whole Pareto front.
-//! * [`Map`]: MAP, quadratic surrogates of every objective searched by NSGA-II, proposing from
+//! * [`Map`], MAP: quadratic surrogates of every objective searched by NSGA-II, proposing from
 //!   the predicted front (or, Bayesian variant, where the surrogates are least certain).
-//! * [`GaussianProcessBo`]: Gaussian-process Bayesian optimization (Matérn-5/2 with ARD, log
+//! * [`GaussianProcessBo`], Gaussian-process Bayesian optimization (Matérn-5/2 with ARD, log
 //!   expected improvement, Kriging-believer batches), on the scalar score or, ParEGO, on random
 //!   scalarizations of the objectives.
 //!
