@@ -38,7 +38,10 @@ mod gp;
 mod joe_kuo;
 mod map;
 mod nsga2;
+mod observation;
 mod random;
+#[cfg(test)]
+mod test_support;
 
 use serde::{Deserialize, Serialize};
 

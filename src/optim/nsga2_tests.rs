@@ -1,52 +1,11 @@
 use super::*;
 use crate::optim::RandomSearch;
-use crate::pareto::hypervolume;
+use crate::optim::test_support::{hv_min, run, told};
 
 /// ZDT1 over `[0, 1]^d` (minimized): the front is `f2 = 1 - sqrt(f1)` at `x_2.. = 0`.
 fn zdt1(x: &[f64]) -> Vec<f64> {
     let g = 1.0 + 9.0 * x[1..].iter().sum::<f64>() / (x.len() - 1) as f64;
     vec![x[0], g * (1.0 - (x[0] / g).sqrt())]
-}
-
-/// The hypervolume of minimized objective vectors above the minimized reference `reference`.
-fn hv_min(values: &[Vec<f64>], reference: &[f64]) -> f64 {
-    let points: Vec<Vec<f64>> = values
-        .iter()
-        .map(|v| v.iter().map(|x| -x).collect())
-        .collect();
-    let reference: Vec<f64> = reference.iter().map(|x| -x).collect();
-    hypervolume(&points, &reference).unwrap()
-}
-
-fn told(points: Vec<Vec<f64>>, f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<Told> {
-    points
-        .into_iter()
-        .map(|point| {
-            let objectives = f(&point);
-            Told {
-                value: Some(objectives[0]),
-                objectives: Some(objectives),
-                point,
-            }
-        })
-        .collect()
-}
-
-/// Runs `optimizer` for `evaluations` evaluations of `f`; returns every objective vector seen.
-fn run(
-    optimizer: &mut dyn Optimizer,
-    f: fn(&[f64]) -> Vec<f64>,
-    evaluations: usize,
-) -> Vec<Vec<f64>> {
-    let mut seen = Vec::new();
-    while seen.len() < evaluations {
-        let mut points = optimizer.ask();
-        points.truncate(evaluations - seen.len());
-        let results = told(points, f);
-        seen.extend(results.iter().map(|t| t.objectives.clone().unwrap()));
-        optimizer.tell(&results);
-    }
-    seen
 }
 
 #[test]

@@ -63,6 +63,8 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use super::observation::Observation;
+
 use super::nsga2::{InitialDesign, seeded_design};
 use super::{OptimError, Optimizer, Told, check_dim_batch, exact};
 use crate::rng::{Rng, derive_seed};
@@ -117,16 +119,6 @@ impl Default for GpOptions {
             initial_points: Vec::new(),
         }
     }
-}
-
-/// One successful trial.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Observation {
-    #[serde(with = "exact::vec")]
-    point: Vec<f64>,
-    /// `[value]` in single-objective mode, the objectives in ParEGO mode (all minimized).
-    #[serde(with = "exact::vec")]
-    objectives: Vec<f64>,
 }
 
 /// A vector of floats that serializes bit-exactly.

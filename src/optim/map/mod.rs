@@ -54,10 +54,12 @@ mod quadratic;
 
 use serde::{Deserialize, Serialize};
 
+use super::observation::Observation;
+
 use super::nsga2::{
     InitialDesign, Nsga2, Nsga2Options, clamp_point, seeded_design, told_objectives,
 };
-use super::{OptimError, Optimizer, Told, check_dim_batch, exact};
+use super::{OptimError, Optimizer, Told, check_dim_batch};
 use crate::rng::{Rng, derive_seed};
 use quadratic::{Basis, QuadraticFit, Scales, Validation};
 
@@ -163,16 +165,6 @@ impl MapOptions {
         Nsga2::new(dim, self.population, 0, self.nsga2.clone())?;
         Ok(())
     }
-}
-
-/// One evaluated point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Observation {
-    #[serde(with = "exact::vec")]
-    point: Vec<f64>,
-    /// The minimized objectives; empty when the trial failed.
-    #[serde(with = "exact::vec")]
-    objectives: Vec<f64>,
 }
 
 /// The fitted surrogates: one quadratic per objective, each over one of the shared bases (one

@@ -1,7 +1,7 @@
 use super::quadratic::{Basis, Scales, Validation, feature_count};
 use super::*;
 use crate::optim::RandomSearch;
-use crate::pareto::hypervolume;
+use crate::optim::test_support::{hv_min, run, told};
 
 fn uniform(rng: &mut Rng, n: usize, dim: usize) -> Vec<Vec<f64>> {
     (0..n)
@@ -21,46 +21,6 @@ fn two_bowls(x: &[f64]) -> Vec<f64> {
     let b = [0.7, 0.3, 0.8, 0.6, 0.9, 0.5];
     let d = |c: &[f64]| x.iter().zip(c).map(|(u, v)| (u - v) * (u - v)).sum::<f64>();
     vec![d(&a), d(&b)]
-}
-
-fn told(points: Vec<Vec<f64>>, f: fn(&[f64]) -> Vec<f64>) -> Vec<Told> {
-    points
-        .into_iter()
-        .map(|point| {
-            let objectives = f(&point);
-            Told {
-                value: Some(objectives[0]),
-                objectives: Some(objectives),
-                point,
-            }
-        })
-        .collect()
-}
-
-/// Runs `optimizer` for `evaluations` evaluations of `f`; returns every objective vector seen.
-fn run(
-    optimizer: &mut dyn Optimizer,
-    f: fn(&[f64]) -> Vec<f64>,
-    evaluations: usize,
-) -> Vec<Vec<f64>> {
-    let mut seen = Vec::new();
-    while seen.len() < evaluations {
-        let mut points = optimizer.ask();
-        points.truncate(evaluations - seen.len());
-        let results = told(points, f);
-        seen.extend(results.iter().map(|t| t.objectives.clone().unwrap()));
-        optimizer.tell(&results);
-    }
-    seen
-}
-
-fn hv_min(values: &[Vec<f64>], reference: &[f64]) -> f64 {
-    let points: Vec<Vec<f64>> = values
-        .iter()
-        .map(|v| v.iter().map(|x| -x).collect())
-        .collect();
-    let reference: Vec<f64> = reference.iter().map(|x| -x).collect();
-    hypervolume(&points, &reference).unwrap()
 }
 
 /// Small inner NSGA-II settings keep the debug-build tests fast.
