@@ -47,7 +47,7 @@ pub struct RunArgs {
     pub workers: Option<usize>,
     /// Start from a trial of another run (RUN for its best trial, RUN:ID for trial ID, e.g. the
     /// last step of `mergesearch adamerge`): parameters of the same name become the space's
-    /// initial point, where CMA-ES centres its first generation.
+    /// initial point (CMA-ES's mean; NSGA-II, MAP and GP-BO evaluate it first).
     #[arg(long, value_name = "RUN[:TRIAL]")]
     pub init_from: Option<String>,
 }
