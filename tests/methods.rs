@@ -4,14 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use burn::backend::Flex;
-use mergesearch::checkpoint::BlockPosition;
-use mergesearch::merge::{
-    GroupParams, MergePlan, Method, ParamValue, TensorInputs, host_values, merge_tensor,
-};
-use mergesearch::rng::{Rng, derive_seed};
-
-type B = Flex;
+use mergesearch::checkpoint::{BlockPosition, Dtype};
+use mergesearch::merge::engine::bits::{StreamKey, uniform};
+use mergesearch::merge::engine::{HostRows, HostStore, Store};
+use mergesearch::merge::{GroupParams, MergePlan, Method, ParamValue, TensorMeta, tensor_job};
+use mergesearch::rng::Rng;
 
 const NAME: &str = "model.layers.1.mlp.up_proj.weight";
 
@@ -64,15 +61,22 @@ impl Case {
         seed: u64,
         block: Option<BlockPosition>,
     ) -> Vec<f32> {
-        let inputs = TensorInputs::<B>::new(
-            NAME,
-            &self.shape,
+        let meta = TensorMeta {
+            name: NAME.to_string(),
+            shape: self.shape.clone(),
             block,
-            &self.base,
-            &self.experts,
-            &Default::default(),
-        );
-        host_values(merge_tensor(method, &inputs, p, seed))
+            dtype: Dtype::F32,
+            experts: self.experts.len(),
+        };
+        let mut rows = self.base.clone();
+        self.experts.iter().for_each(|e| rows.extend_from_slice(e));
+        let mut store = HostStore::new();
+        store.push(meta.clone(), HostRows::from_f32(rows));
+        let job = tensor_job(method, &meta, p, seed, || store.slerp_sums(0));
+        match store.run(0, &job, Dtype::F32) {
+            HostRows::F32(values) => values,
+            other => panic!("asked for f32, got {:?}", other.dtype()),
+        }
     }
 }
 
@@ -158,7 +162,8 @@ fn ref_outliers(x: &[f64], density: f64, gamma: f64) -> Vec<f64> {
 }
 
 fn stream(seed: u64, expert: usize, n: usize) -> Vec<f32> {
-    Rng::new(derive_seed(seed, NAME, expert as u64)).uniform_f32(n)
+    let key = StreamKey::new(seed, NAME, expert);
+    (0..n as u32).map(|j| uniform(key, j)).collect()
 }
 
 fn ref_random(x: &[f64], density: f64, seed: u64, expert: usize) -> Vec<f64> {
@@ -692,36 +697,72 @@ fn one_expert_at_full_weight_reproduces_it() {
 }
 
 #[test]
-fn the_host_kernel_and_the_generic_product_agree() {
-    // Flex runs linear combinations in the fused host kernel; any other backend (here Autodiff
-    // over Flex) takes the batched matrix product. Sizes cover both the single and chunked product.
-    type Generic = burn::backend::Autodiff<Flex>;
-    for n in [1000, 1 << 18] {
-        let case = Case::random(&[n], 3, 29);
-        let generic = TensorInputs::<Generic>::new(
-            NAME,
-            &case.shape,
-            None,
-            &case.base,
-            &case.experts,
-            &Default::default(),
-        );
-        let host = TensorInputs::<B>::new(
-            NAME,
-            &case.shape,
-            None,
-            &case.base,
-            &case.experts,
-            &Default::default(),
-        );
-        let c = [1.0, 0.3, -0.7, 1.1];
-        let a = host_values(host.combine(&c));
-        let b = host_values(generic.combine(&c));
-        let taus = case.taus();
-        let want: Vec<f64> = (0..n)
-            .map(|j| f64::from(case.base[j]) + (0..3).map(|i| c[i + 1] * taus[i][j]).sum::<f64>())
+fn large_tied_tensors_match_the_reference_cached_and_one_shot_alike() {
+    // 300 000 elements: the cached ranks share one code per 8 elements, and bf16 values tie at
+    // every threshold; the one-shot path (selection, no cache) must give the same bits.
+    use mergesearch::merge::engine::host::{Ranks, Rows, run_to_vec};
+    let mut case = Case::random(&[600, 500], 2, 77);
+    let to_bf16 = |v: &mut Vec<f32>| {
+        v.iter_mut()
+            .for_each(|x| *x = half::bf16::from_f32(*x).to_f32())
+    };
+    to_bf16(&mut case.base);
+    case.experts.iter_mut().for_each(to_bf16);
+    let (base, taus) = (case.base64(), case.taus());
+    let w = [0.8, 0.5];
+    let meta = TensorMeta {
+        name: NAME.to_string(),
+        shape: case.shape.clone(),
+        block: None,
+        dtype: Dtype::F32,
+        experts: 2,
+    };
+    let mut all = case.base.clone();
+    case.experts.iter().for_each(|e| all.extend_from_slice(e));
+    for (method, extra) in [
+        (Method::Ties, vec![("density", 0.2)]),
+        (
+            Method::BreadcrumbsTies,
+            vec![("density", 0.3), ("gamma", 0.05)],
+        ),
+        (Method::Della, vec![("density", 0.4), ("epsilon", 0.1)]),
+    ] {
+        let experts: Vec<_> = w
+            .iter()
+            .map(|&x| {
+                let mut e = vec![("weight", x)];
+                e.extend(extra.iter().copied());
+                e
+            })
             .collect();
-        assert_close(&a, &want, "host kernel");
-        assert_close(&b, &want, "generic product");
+        let p = params(method, &[], &experts);
+        let cached = case.merge(method, &p, 4, None);
+        let job = tensor_job(method, &meta, &p, 4, || unreachable!());
+        let one_shot: Vec<f32> = run_to_vec(
+            &job,
+            &Rows::split(&all, 2),
+            &Ranks::Select {
+                cols: meta.row_width(),
+            },
+        );
+        assert!(
+            cached
+                .iter()
+                .zip(&one_shot)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{method}: cached and one-shot differ"
+        );
+        let deltas: Vec<Vec<f64>> = taus
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match method {
+                Method::Ties => ref_magnitude(t, 0.2),
+                Method::BreadcrumbsTies => ref_outliers(t, 0.3, 0.05),
+                _ => ref_rescale(t, ref_della(t, &case.shape, 0.4, 0.1, 4, i)),
+            })
+            .collect();
+        let normalize = method != Method::BreadcrumbsTies;
+        let want = ref_mix(&base, &deltas, &w, true, normalize, 1.0);
+        assert_close(&cached, &want, &format!("{method} on 300k tied elements"));
     }
 }

@@ -9,7 +9,7 @@
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::merge::{Merger, keep_largest, sign_agreement};
+use crate::merge::Merger;
 use crate::zoo::model::NamedTensor;
 
 /// One tensor's constant inputs.
@@ -37,26 +37,21 @@ impl<B: AutodiffBackend> DifferentiableMerge<B> {
     pub fn new(merger: &Merger<B::InnerBackend>, ties_density: Option<f64>) -> Self {
         let groups = merger.groups();
         let tensors: Vec<MergeTensor<B::InnerBackend>> = merger
-            .inputs()
+            .tensors()
             .iter()
             .enumerate()
-            .map(|(t, inputs)| {
-                let rows: Vec<Tensor<B::InnerBackend, 1>> = (0..inputs.experts())
-                    .map(|i| match ties_density {
-                        Some(density) => keep_largest(inputs, i, density),
-                        None => inputs.tau(i),
-                    })
-                    .collect();
+            .map(|(t, meta)| {
+                let (base, deltas) = merger.task_vectors(t, ties_density);
                 MergeTensor {
-                    name: inputs.name().to_string(),
-                    shape: inputs.shape().to_vec(),
+                    name: meta.name.clone(),
+                    shape: meta.shape.clone(),
                     group: groups.of_tensor[t],
-                    base: inputs.base(),
-                    deltas: Tensor::stack(rows, 0),
+                    base,
+                    deltas,
                 }
             })
             .collect();
-        let experts = merger.inputs().first().map_or(0, |t| t.experts());
+        let experts = merger.tensors().first().map_or(0, |t| t.experts);
         DifferentiableMerge {
             tensors,
             groups: groups.names.len(),
@@ -124,4 +119,29 @@ impl<B: AutodiffBackend> DifferentiableMerge<B> {
             .collect();
         Tensor::stack(kept, 0)
     }
+}
+
+/// TIES sign election over weighted task vectors `W_i = w_i * d_i`: the elected sign is that of
+/// `sum_i W_i` (zero counts as +); returns, per expert, 1 where `W_i` has the elected sign and 0
+/// elsewhere (zero entries never agree).
+fn sign_agreement<B: Backend>(weighted: &[Tensor<B, 1>]) -> Vec<Tensor<B, 1>> {
+    let total = weighted
+        .iter()
+        .cloned()
+        .reduce(|a, b| a + b)
+        .expect("at least one expert");
+    // +1 where the weighted sum is >= 0, -1 elsewhere.
+    let elected = total
+        .greater_equal_elem(0.0)
+        .float()
+        .mul_scalar(2.0)
+        .sub_scalar(1.0);
+    weighted
+        .iter()
+        .map(|w_i| {
+            (w_i.clone().sign() * elected.clone())
+                .greater_elem(0.0)
+                .float()
+        })
+        .collect()
 }

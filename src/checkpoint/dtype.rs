@@ -77,6 +77,28 @@ impl Dtype {
         }
     }
 
+    /// The index and value of the first NaN or infinity among the little-endian elements in
+    /// `bytes`, found from the exponent bits alone.
+    pub fn first_non_finite(self, bytes: &[u8]) -> Option<(usize, f32)> {
+        let at = |i: usize| {
+            let mut v = Vec::with_capacity(1);
+            self.decode_into(&bytes[i * self.size()..(i + 1) * self.size()], &mut v);
+            Some((i, v[0]))
+        };
+        match self {
+            Dtype::F32 => bytes.chunks_exact(4).position(|c| {
+                u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7F80_0000 == 0x7F80_0000
+            }),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7F80 == 0x7F80),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7C00 == 0x7C00),
+        }
+        .and_then(at)
+    }
+
     /// Appends `values` to `out` as little-endian elements of this dtype (round to nearest even).
     pub fn encode_into(self, values: &[f32], out: &mut Vec<u8>) {
         out.reserve(values.len() * self.size());
@@ -142,6 +164,20 @@ mod tests {
         let mut out = Vec::new();
         Dtype::BF16.decode_into(&bytes, &mut out);
         assert_eq!(out[0], 1.0);
+    }
+
+    #[test]
+    fn finds_the_first_non_finite_element() {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let mut bytes = Vec::new();
+            dtype.encode_into(
+                &[1.0, -65504.0, 0.0, f32::NEG_INFINITY, f32::NAN],
+                &mut bytes,
+            );
+            let (index, value) = dtype.first_non_finite(&bytes).unwrap();
+            assert_eq!((index, value), (3, f32::NEG_INFINITY), "{dtype}");
+            assert_eq!(dtype.first_non_finite(&bytes[..3 * dtype.size()]), None);
+        }
     }
 
     #[test]

@@ -152,6 +152,17 @@ impl ModelWriter {
 
     /// Writes the next tensor's values, converted to its planned dtype.
     pub fn write(&mut self, name: &str, values: &[f32]) -> Result<(), CheckpointError> {
+        let dtype = self.next_expected().map_or(Dtype::F32, |s| s.dtype);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        dtype.encode_into(values, &mut buffer);
+        let written = self.write_encoded(name, &buffer);
+        self.buffer = buffer;
+        written
+    }
+
+    /// Writes the next tensor's little-endian bytes, already in its planned dtype.
+    pub fn write_encoded(&mut self, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
         let spec = self
             .next_expected()
             .cloned()
@@ -159,24 +170,22 @@ impl ModelWriter {
                 path: self.final_dir.clone(),
                 reason: format!("tensor {name:?} written after every planned tensor"),
             })?;
-        let numel: usize = spec.shape.iter().product();
-        if spec.name != name || numel != values.len() {
+        if spec.name != name || spec.nbytes() != bytes.len() as u64 {
             return Err(CheckpointError::Write {
                 path: self.final_dir.clone(),
                 reason: format!(
-                    "expected tensor {:?} with {numel} values next, got {name:?} with {}",
+                    "expected tensor {:?} with {} values next, got {name:?} with {}",
                     spec.name,
-                    values.len()
+                    spec.nbytes() / spec.dtype.size() as u64,
+                    bytes.len() / spec.dtype.size()
                 ),
             });
         }
-        self.buffer.clear();
-        spec.dtype.encode_into(values, &mut self.buffer);
         let path = self.tmp_dir.join(&self.shards[self.shard].file_name);
         self.out
             .as_mut()
             .expect("a shard is open while tensors remain")
-            .write_all(&self.buffer)
+            .write_all(bytes)
             .map_err(|e| CheckpointError::io(&path, "cannot write", e))?;
         self.in_shard += 1;
         if self.in_shard == self.shards[self.shard].tensors.len() {

@@ -7,21 +7,11 @@
 //! election. Unlike mergekit, a tensor for which `floor(gamma * n) = 0` (fewer than `1/gamma`
 //! entries) keeps its `density` fraction instead of being zeroed entirely.
 
-use burn::prelude::*;
-
-use super::inputs::TensorInputs;
-use super::sparsify::keep_rank_window;
-
-/// Task vector `i` without its largest `gamma` and smallest `1 - density - gamma` magnitudes.
-pub fn drop_outliers<B: Backend>(
-    inputs: &TensorInputs<B>,
-    i: usize,
-    density: f64,
-    gamma: f64,
-) -> Tensor<B, 1> {
-    let n = inputs.numel();
+/// The rank window `[lo, hi)` kept of `n`: without the largest `gamma` and smallest
+/// `1 - density - gamma` magnitudes.
+pub fn window(n: usize, density: f64, gamma: f64) -> (usize, usize) {
     let target = ((density * n as f64) as usize).min(n);
     let top = ((gamma * n as f64) as usize).min(n - target);
     let bottom = n - target - top;
-    keep_rank_window(inputs, i, bottom, n - top)
+    (bottom, n - top)
 }

@@ -7,24 +7,15 @@
 //! "catastrophic" weights) are removed: `theta = theta_base + lambda * [sum_i m_i >= k] * tau_MTL`.
 //! Not in current mergekit (it briefly had `consensus_ta`).
 
-use burn::prelude::*;
-
-use super::inputs::TensorInputs;
+use super::engine::{Consensus, Job};
 use super::plan::GroupParams;
 
-/// Merges one tensor.
-pub fn merge<B: Backend>(inputs: &TensorInputs<B>, p: &GroupParams) -> Tensor<B, 1> {
-    let multi_task = inputs.combine_taus(&p.weight);
-    let votes = (0..inputs.experts())
-        .map(|i| {
-            let tau = inputs.tau(i);
-            let rest = (multi_task.clone() - tau.clone())
-                .abs()
-                .mul_scalar(p.mask_lambda[i]);
-            tau.abs().greater(rest).float()
-        })
-        .reduce(|a, b| a + b)
-        .expect("at least one expert");
-    let rejected = votes.lower_elem(p.k as f64);
-    inputs.base() + multi_task.mask_fill(rejected, 0.0).mul_scalar(p.lambda)
+/// The job that merges one tensor.
+pub fn job(p: &GroupParams) -> Job {
+    Job::Consensus(Consensus {
+        weights: p.weight.iter().map(|&w| w as f32).collect(),
+        mask_lambda: p.mask_lambda.iter().map(|&m| m as f32).collect(),
+        min_votes: p.k as u32,
+        lambda: p.lambda as f32,
+    })
 }

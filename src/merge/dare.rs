@@ -5,21 +5,20 @@
 //! with `rescale` (on by default), the kept entries are scaled so the task vector keeps its L1
 //! norm, as current mergekit does (the paper divides by `density`, equal in expectation).
 //! `dare_linear` then sums the weighted vectors; `dare_ties` adds TIES sign election.
-//! The masks come from the plan's seed and the tensor's name, drawn on the host: the same plan
-//! gives the same tensors on every device.
+//! The masks come from a counter-based generator keyed by (plan seed, tensor name, expert) and the
+//! element's index, evaluated where the data is: the same plan gives the same tensors on every
+//! device, with nothing drawn on the host.
 
-use burn::prelude::*;
+use super::engine::{Mask, StreamKey};
 
-use super::inputs::TensorInputs;
-use super::sparsify::uniform;
-
-/// Task vector `i` with each entry kept with probability `density`.
-pub fn random_keep<B: Backend>(
-    inputs: &TensorInputs<B>,
-    i: usize,
-    density: f64,
-    seed: u64,
-) -> Tensor<B, 1> {
-    let drop = uniform(inputs, i, seed).greater_equal_elem(density as f32);
-    inputs.tau(i).mask_fill(drop, 0.0)
+/// The mask keeping each entry with probability `density`.
+pub fn mask(density: f64, key: StreamKey) -> Mask {
+    if density <= 0.0 {
+        Mask::Nothing
+    } else {
+        Mask::Random {
+            keep: density as f32,
+            key,
+        }
+    }
 }

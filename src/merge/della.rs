@@ -7,28 +7,18 @@
 //! more often and the mean keep rate is `density`. With `rescale` (on by default) the kept entries
 //! are scaled to restore the task vector's L1 norm (current mergekit; the paper divides each by
 //! `p_j`). `della` then elects signs as TIES does; `della_linear` sums the weighted vectors.
+//! Ranks are computed once per task vector; the draws are DARE's counter-based ones.
 
-use burn::prelude::*;
+use super::engine::{Mask, StreamKey};
 
-use super::inputs::TensorInputs;
-use super::sparsify::uniform;
-
-/// Task vector `i` after magnitude-ranked random pruning.
-pub fn magprune<B: Backend>(
-    inputs: &TensorInputs<B>,
-    i: usize,
-    density: f64,
-    epsilon: f64,
-    seed: u64,
-) -> Tensor<B, 1> {
-    let tau = inputs.tau(i);
+/// The MagPrune mask for rows of `cols` entries.
+pub fn mask(density: f64, epsilon: f64, cols: usize, key: StreamKey) -> Mask {
     if density <= 0.0 {
-        return tau.zeros_like();
+        return Mask::Nothing;
     }
-    let keep_probability = inputs
-        .della_ranks(i)
-        .mul_scalar(2.0 * epsilon)
-        .add_scalar(density - epsilon);
-    let drop = uniform(inputs, i, seed).greater_equal(keep_probability);
-    tau.mask_fill(drop, 0.0)
+    Mask::MagPrune {
+        offset: (density - epsilon) as f32,
+        slope: (2.0 * epsilon / cols.saturating_sub(1).max(1) as f64) as f32,
+        key,
+    }
 }

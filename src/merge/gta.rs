@@ -9,14 +9,12 @@
 //! 4. `mixed /= div` if `normalize`; `mixed *= lambda`;
 //! 5. `theta = theta_base + mixed`.
 //!
-//! The same order and guards as mergekit's `generalized_task_arithmetic`.
+//! The same order and guards as mergekit's `generalized_task_arithmetic`; the engine's
+//! [`Job::Gta`] computes it with fused multiply-adds (see [`engine::job`](super::engine::job)).
 
-use burn::prelude::*;
-
-use super::inputs::TensorInputs;
+use super::engine::{Gta, Job, Mask, Mix, StreamKey};
 use super::plan::GroupParams;
-use super::sparsify::rescale_l1;
-use super::{breadcrumbs, dare, della, ties};
+use super::{TensorMeta, breadcrumbs, dare, della, ties};
 
 /// How each task vector is sparsified before mixing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,42 +34,45 @@ pub enum Sparsifier {
 /// Divisors with absolute value below this count as zero when there is no sign consensus.
 const LINEAR_DIVISOR_EPS: f64 = 1e-8;
 
-/// Merges one tensor with the generalized task arithmetic pipeline.
-pub fn merge<B: Backend>(
-    inputs: &TensorInputs<B>,
+/// The job that merges one tensor with the generalized task arithmetic pipeline.
+pub fn job(
+    meta: &TensorMeta,
     p: &GroupParams,
     sparsifier: Sparsifier,
     sign_consensus: bool,
     seed: u64,
-) -> Tensor<B, 1> {
-    let k = inputs.experts();
+) -> Job {
+    let k = p.weight.len();
     if sparsifier == Sparsifier::None && !sign_consensus {
-        // A plain weighted sum: one matrix product over [base; tau_1..tau_k].
+        // A plain weighted sum of the task vectors.
         let scale = p.lambda / linear_divisor(p);
-        let mut coefficients = vec![1.0];
-        coefficients.extend(p.weight.iter().map(|w| w * scale));
-        return inputs.combine(&coefficients);
+        return Job::Combine {
+            base: 1.0,
+            taus: p.weight.iter().map(|w| (w * scale) as f32).collect(),
+        };
     }
-    let deltas: Vec<Tensor<B, 1>> = (0..k)
-        .map(|i| sparsify(inputs, i, p, sparsifier, seed))
-        .collect();
-    let mixed = if sign_consensus {
-        elect_and_mix(deltas, p)
+    let masks = (0..k).map(|i| mask(meta, p, i, sparsifier, seed)).collect();
+    let (weights, mix) = if sign_consensus {
+        (
+            p.weight.iter().map(|&w| w as f32).collect(),
+            Mix::Elect {
+                normalize: p.normalize,
+                lambda: p.lambda as f32,
+            },
+        )
     } else {
-        let scale = 1.0 / linear_divisor(p);
-        deltas
-            .into_iter()
-            .zip(&p.weight)
-            .map(|(d, w)| d.mul_scalar(w * scale))
-            .reduce(|a, b| a + b)
-            .expect("at least one expert")
+        let scale = p.lambda / linear_divisor(p);
+        (
+            p.weight.iter().map(|w| (w * scale) as f32).collect(),
+            Mix::Sum { base: 1.0 },
+        )
     };
-    let mixed = if p.lambda == 1.0 {
-        mixed
-    } else {
-        mixed.mul_scalar(p.lambda)
-    };
-    inputs.base() + mixed
+    Job::Gta(Gta {
+        masks,
+        weights,
+        rescale: p.rescale && sparsifier != Sparsifier::None,
+        mix,
+    })
 }
 
 /// `sum_i w_i` (or 1 when not normalizing or when it is nearly zero).
@@ -84,75 +85,30 @@ pub(super) fn linear_divisor(p: &GroupParams) -> f64 {
     }
 }
 
-/// Sparsifies task vector `i`, then restores its L1 norm if `rescale` is set.
-fn sparsify<B: Backend>(
-    inputs: &TensorInputs<B>,
-    i: usize,
-    p: &GroupParams,
-    sparsifier: Sparsifier,
-    seed: u64,
-) -> Tensor<B, 1> {
+/// Which entries of task vector `i` the sparsifier keeps.
+fn mask(meta: &TensorMeta, p: &GroupParams, i: usize, sparsifier: Sparsifier, seed: u64) -> Mask {
     let density = p.density[i];
     if sparsifier == Sparsifier::None || density >= 1.0 {
-        return inputs.tau(i);
+        return Mask::All;
     }
-    let masked = match sparsifier {
-        Sparsifier::None => unreachable!("handled above"),
-        Sparsifier::Magnitude => ties::keep_largest(inputs, i, density),
-        Sparsifier::Random => dare::random_keep(inputs, i, density, seed),
-        Sparsifier::Outliers => breadcrumbs::drop_outliers(inputs, i, density, p.gamma[i]),
-        Sparsifier::MagPrune => della::magprune(inputs, i, density, p.epsilon[i], seed),
-    };
-    if p.rescale {
-        rescale_l1(inputs.tau(i), masked)
-    } else {
-        masked
+    let n = meta.numel();
+    let key = || StreamKey::new(seed, &meta.name, i);
+    match sparsifier {
+        Sparsifier::None => Mask::All,
+        Sparsifier::Magnitude => window_mask(ties::window(n, density), n),
+        Sparsifier::Outliers => window_mask(breadcrumbs::window(n, density, p.gamma[i]), n),
+        Sparsifier::Random => dare::mask(density, key()),
+        Sparsifier::MagPrune => della::mask(density, p.epsilon[i], meta.row_width(), key()),
     }
 }
 
-/// TIES sign election and disjoint mean over the sparsified task vectors.
-fn elect_and_mix<B: Backend>(deltas: Vec<Tensor<B, 1>>, p: &GroupParams) -> Tensor<B, 1> {
-    let weighted: Vec<Tensor<B, 1>> = deltas
-        .into_iter()
-        .zip(&p.weight)
-        .map(|(d, &w)| d.mul_scalar(w))
-        .collect();
-    let agreement = sign_agreement(&weighted);
-    let mut mixed = weighted[0].zeros_like();
-    let mut divisor = weighted[0].zeros_like();
-    for ((w_i, agrees), &w) in weighted.into_iter().zip(agreement).zip(&p.weight) {
-        mixed = mixed + w_i * agrees.clone();
-        divisor = divisor + agrees.mul_scalar(w);
-    }
-    if p.normalize {
-        let divisor = divisor.clone().mask_fill(divisor.equal_elem(0.0), 1.0);
-        mixed / divisor
+/// The mask keeping ranks `[lo, hi)` of `n`.
+pub(super) fn window_mask((lo, hi): (usize, usize), n: usize) -> Mask {
+    if lo >= hi {
+        Mask::Nothing
+    } else if lo == 0 && hi >= n {
+        Mask::All
     } else {
-        mixed
+        Mask::Window { lo, hi }
     }
-}
-
-/// TIES sign election over weighted task vectors `W_i = w_i * d_i`: the elected sign is that of
-/// `sum_i W_i` (zero counts as +); returns, per expert, 1 where `W_i` has the elected sign and 0
-/// elsewhere (zero entries never agree).
-pub fn sign_agreement<B: Backend>(weighted: &[Tensor<B, 1>]) -> Vec<Tensor<B, 1>> {
-    let total = weighted
-        .iter()
-        .cloned()
-        .reduce(|a, b| a + b)
-        .expect("at least one expert");
-    // +1 where the weighted sum is >= 0, -1 elsewhere.
-    let elected = total
-        .greater_equal_elem(0.0)
-        .float()
-        .mul_scalar(2.0)
-        .sub_scalar(1.0);
-    weighted
-        .iter()
-        .map(|w_i| {
-            (w_i.clone().sign() * elected.clone())
-                .greater_elem(0.0)
-                .float()
-        })
-        .collect()
 }

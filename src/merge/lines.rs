@@ -5,16 +5,16 @@
 //! reference code does. `alpha` defaults to `1 / experts`, the paper's value for a task-arithmetic
 //! merged vector; `beta` must be given (the paper tunes it).
 
-use burn::prelude::*;
-
-use super::inputs::TensorInputs;
+use super::TensorMeta;
+use super::engine::Job;
 use super::plan::GroupParams;
 
-/// Merges one tensor.
-pub fn merge<B: Backend>(inputs: &TensorInputs<B>, p: &GroupParams) -> Tensor<B, 1> {
-    let depth = inputs.block().map_or(0.0, |b| b.depth());
+/// The job that merges one tensor.
+pub fn job(meta: &TensorMeta, p: &GroupParams) -> Job {
+    let depth = meta.block.map_or(0.0, |b| b.depth());
     let scale = p.alpha + p.beta * depth;
-    let mut coefficients = vec![1.0];
-    coefficients.extend(p.weight.iter().map(|w| w * scale));
-    inputs.combine(&coefficients)
+    Job::Combine {
+        base: 1.0,
+        taus: p.weight.iter().map(|w| (w * scale) as f32).collect(),
+    }
 }

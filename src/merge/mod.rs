@@ -1,37 +1,33 @@
-//! Merging: the plan, the methods (one file each), and the two ways to run them — the [`Merger`]
-//! that keeps task vectors on a device for many candidates, and [`merge_streaming`], which merges
-//! a model tensor by tensor straight to disk.
+//! Merging: the plan, the methods (one file each), the [`engine`] that runs them on the host or
+//! a GPU, and the two ways to use it — the [`Merger`] that keeps a model set on a device for many
+//! candidates, and [`merge_streaming`], which merges a model tensor by tensor straight to disk.
 //!
-//! Every method works on one tensor at a time from [`TensorInputs`] (the base and the task vectors
-//! `tau_i = theta_i - theta_base`, as rows of one matrix) and the [`GroupParams`] of the tensor's
-//! layer group, so both paths run the same code.
+//! Every method turns the [`GroupParams`] of a tensor's layer group into one [`engine::Job`] for
+//! that tensor, so both paths, and every device, run the same computation.
 
 mod breadcrumbs;
 mod consensus;
 mod dare;
 mod della;
+pub mod engine;
 mod gta;
-mod host_kernel;
-mod inputs;
 mod linear;
 mod lines;
 mod merger;
 mod method;
 mod plan;
 mod slerp;
-mod sparsify;
+mod source;
 mod stream;
 mod ties;
 
-use burn::prelude::*;
-
-pub use gta::{Sparsifier, sign_agreement};
-pub use inputs::{TensorInputs, host_values};
-pub use merger::{Candidate, Merger};
+pub use engine::{Gta, Job, Mask, Mix, TensorMeta};
+pub use gta::Sparsifier;
+pub use merger::{Candidate, Merger, host_values};
 pub use method::{DefaultValue, Kind, Method, ParamSpec, Scope, UnknownMethod};
 pub use plan::{GroupParams, MergePlan, ParamValue, PlanError, ResolvedPlan};
+pub use source::RawTensor;
 pub use stream::{StreamOptions, merge_streaming};
-pub use ties::keep_largest;
 
 use crate::checkpoint::{CheckpointError, GroupError};
 
@@ -49,26 +45,29 @@ pub enum MergeError {
     Plan(#[from] PlanError),
 }
 
-/// Merges one tensor with `method` and its group's parameters; `seed` drives random methods.
-pub fn merge_tensor<B: Backend>(
+/// The job that merges one tensor with `method` and its group's parameters; `seed` drives random
+/// methods, and `slerp_sums` gives the tensor's `[|base|^2, |expert|^2, base . expert]` when the
+/// method is SLERP (only then is it called).
+pub fn tensor_job(
     method: Method,
-    inputs: &TensorInputs<B>,
+    meta: &TensorMeta,
     p: &GroupParams,
     seed: u64,
-) -> Tensor<B, 1> {
+    slerp_sums: impl FnOnce() -> [f32; 3],
+) -> Job {
     use Sparsifier as S;
     match method {
-        Method::Linear => linear::merge(inputs, p),
-        Method::TaskArithmetic => gta::merge(inputs, p, S::None, false, seed),
-        Method::Ties => gta::merge(inputs, p, S::Magnitude, true, seed),
-        Method::DareLinear => gta::merge(inputs, p, S::Random, false, seed),
-        Method::DareTies => gta::merge(inputs, p, S::Random, true, seed),
-        Method::Breadcrumbs => gta::merge(inputs, p, S::Outliers, false, seed),
-        Method::BreadcrumbsTies => gta::merge(inputs, p, S::Outliers, true, seed),
-        Method::Della => gta::merge(inputs, p, S::MagPrune, true, seed),
-        Method::DellaLinear => gta::merge(inputs, p, S::MagPrune, false, seed),
-        Method::Slerp => slerp::merge(inputs, p),
-        Method::Consensus => consensus::merge(inputs, p),
-        Method::Lines => lines::merge(inputs, p),
+        Method::Linear => linear::job(p),
+        Method::TaskArithmetic => gta::job(meta, p, S::None, false, seed),
+        Method::Ties => gta::job(meta, p, S::Magnitude, true, seed),
+        Method::DareLinear => gta::job(meta, p, S::Random, false, seed),
+        Method::DareTies => gta::job(meta, p, S::Random, true, seed),
+        Method::Breadcrumbs => gta::job(meta, p, S::Outliers, false, seed),
+        Method::BreadcrumbsTies => gta::job(meta, p, S::Outliers, true, seed),
+        Method::Della => gta::job(meta, p, S::MagPrune, true, seed),
+        Method::DellaLinear => gta::job(meta, p, S::MagPrune, false, seed),
+        Method::Consensus => consensus::job(p),
+        Method::Lines => lines::job(meta, p),
+        Method::Slerp => slerp::job(p.t, slerp_sums()),
     }
 }

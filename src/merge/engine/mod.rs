@@ -1,0 +1,74 @@
+//! The merge engine: what a method computes for one tensor, as a [`Job`], and the two places that
+//! run jobs — the host ([`host`], fused loops on every core) and a GPU ([`cube`], cubecl kernels
+//! on CUDA, or on wgpu for tests) — with identical results (see [`job`] for the contract).
+//!
+//! A [`Store`] holds a model set's tensors where they are merged, in the checkpoints' own dtype,
+//! with the caches no plan changes (magnitude ranks, built on first use); it runs a job on one of
+//! its tensors and returns the merged values in the dtype asked for.
+
+pub mod bits;
+pub mod elem;
+pub mod host;
+pub mod host_store;
+pub mod job;
+pub mod ranks;
+pub mod tree;
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod cube;
+
+pub use bits::StreamKey;
+pub use elem::{Elem, HostRows};
+pub use host_store::HostStore;
+pub use job::{Consensus, Gta, Job, Mask, Mix};
+
+use crate::checkpoint::{BlockPosition, Dtype};
+
+/// What the engine knows of a tensor besides its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorMeta {
+    /// Its name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its block position, if its name carries a block index.
+    pub block: Option<BlockPosition>,
+    /// The dtype its rows are stored in.
+    pub dtype: Dtype,
+    /// Number of experts.
+    pub experts: usize,
+}
+
+impl TensorMeta {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Elements per row for DELLA's ranks within rows: the size of the last dimensions of a
+    /// matrix (or larger), the whole tensor for a vector.
+    pub fn row_width(&self) -> usize {
+        match self.shape.first() {
+            Some(&rows) if self.shape.len() >= 2 && rows > 0 => self.numel() / rows,
+            _ => self.numel(),
+        }
+    }
+}
+
+/// A set of tensors held where they are merged.
+pub trait Store: Send + Sync {
+    /// A merged tensor, where this store keeps it.
+    type Merged;
+
+    /// The tensors, in order.
+    fn tensors(&self) -> &[TensorMeta];
+
+    /// Runs `job` on tensor `t`, producing values of type `dtype`.
+    fn run(&self, t: usize, job: &Job, dtype: Dtype) -> Self::Merged;
+
+    /// The tree sums `[|base|^2, |expert|^2, base . expert]` of tensor `t` (SLERP, one expert).
+    fn slerp_sums(&self, t: usize) -> [f32; 3];
+
+    /// Bytes held on the store's device: rows, cached ranks.
+    fn bytes(&self) -> usize;
+}
