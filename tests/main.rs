@@ -5,6 +5,8 @@ mod checkpoints;
 mod cli;
 mod common;
 mod eval;
+#[cfg(feature = "wgpu")]
+mod gpu_kernels;
 mod methods;
 mod study;
 mod zoo;

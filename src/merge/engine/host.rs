@@ -381,7 +381,12 @@ fn rescale_factor<E: Elem>(rows: &Rows<E>, i: usize, mask: &HostMask) -> f32 {
     let [original, kept] = tree_sums(rows.len(), threads_for(rows.len()), |start, len, s| {
         let [original, kept] = s;
         fill_kept(rows, i, mask, 1.0, start, &mut kept[..len]);
-        for (jj, (o, d)) in original.iter_mut().zip(kept.iter_mut()).take(len).enumerate() {
+        for (jj, (o, d)) in original
+            .iter_mut()
+            .zip(kept.iter_mut())
+            .take(len)
+            .enumerate()
+        {
             *o = rows.tau(i, start + jj).abs();
             *d = d.abs();
         }
@@ -478,14 +483,18 @@ pub fn run_to_vec<E: Elem, O: Elem>(job: &Job, rows: &Rows<E>, ranks: &Ranks) ->
 
 /// The tree sums of `|base|^2`, `|expert|^2` and `base . expert` of the first expert (SLERP).
 pub fn slerp_sums<E: Elem>(rows: &Rows<E>) -> [f32; 3] {
-    tree_sums(rows.len(), threads_for(rows.len()), |start, len, [s00, s11, s01]| {
-        let base = &rows.base[start..start + len];
-        let expert = &rows.experts[0][start..start + len];
-        for (jj, (b, e)) in base.iter().zip(expert).enumerate() {
-            let (v0, v1) = (b.value(), e.value());
-            s00[jj] = v0 * v0;
-            s11[jj] = v1 * v1;
-            s01[jj] = v0 * v1;
-        }
-    })
+    tree_sums(
+        rows.len(),
+        threads_for(rows.len()),
+        |start, len, [s00, s11, s01]| {
+            let base = &rows.base[start..start + len];
+            let expert = &rows.experts[0][start..start + len];
+            for (jj, (b, e)) in base.iter().zip(expert).enumerate() {
+                let (v0, v1) = (b.value(), e.value());
+                s00[jj] = v0 * v0;
+                s11[jj] = v1 * v1;
+                s01[jj] = v0 * v1;
+            }
+        },
+    )
 }
