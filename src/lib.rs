@@ -3,6 +3,7 @@
 
 pub mod adamerge;
 pub mod alloc;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;

@@ -486,6 +486,7 @@ fn a_command_gets_the_candidate_as_a_model_directory_that_is_removed_afterwards(
     let spec = SyntheticSpec {
         layers: 2,
         hidden: 8,
+        intermediate: 16,
         vocab: 16,
         dtype: Dtype::BF16,
     };

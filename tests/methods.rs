@@ -700,7 +700,7 @@ fn one_expert_at_full_weight_reproduces_it() {
 fn large_tied_tensors_match_the_reference_cached_and_one_shot_alike() {
     // 300 000 elements: the cached ranks share one code per 8 elements, and bf16 values tie at
     // every threshold; the one-shot path (selection, no cache) must give the same bits.
-    use mergesearch::merge::engine::host::{Ranks, Rows, run_to_vec};
+    use mergesearch::merge::engine::host::{Ranks, Resolved, Rows, run_to_vec};
     let mut case = Case::random(&[600, 500], 2, 77);
     let to_bf16 = |v: &mut Vec<f32>| {
         v.iter_mut()
@@ -738,13 +738,9 @@ fn large_tied_tensors_match_the_reference_cached_and_one_shot_alike() {
         let p = params(method, &[], &experts);
         let cached = case.merge(method, &p, 4, None);
         let job = tensor_job(method, &meta, &p, 4, || unreachable!());
-        let one_shot: Vec<f32> = run_to_vec(
-            &job,
-            &Rows::split(&all, 2),
-            &Ranks::Select {
-                cols: meta.row_width(),
-            },
-        );
+        let rows = Rows::split(&all, 2);
+        let resolved = Resolved::new(&job, &rows, meta.row_width());
+        let one_shot: Vec<f32> = run_to_vec(&job, &rows, &Ranks::Resolved(&resolved));
         assert!(
             cached
                 .iter()

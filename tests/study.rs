@@ -34,6 +34,7 @@ fn models(dir: &TempDir) -> (PathBuf, Vec<PathBuf>) {
     let spec = SyntheticSpec {
         layers: 2,
         hidden: 8,
+        intermediate: 16,
         vocab: 16,
         dtype: Dtype::F32,
     };

@@ -2,6 +2,7 @@
 //! the library. `main` only parses, calls [`run`] and maps errors to exit codes.
 
 mod adamerge;
+mod bench;
 mod compare;
 mod demo;
 mod export;
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use adamerge::AdaMergeArgs;
+pub use bench::BenchCommand;
 pub use compare::CompareArgs;
 pub use inspect::report as inspect_report;
 pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
@@ -62,8 +64,9 @@ pub enum Command {
         /// A .safetensors file or a Hugging Face model directory.
         model: PathBuf,
     },
-    /// Write a synthetic model (transformer-style tensor names, seeded values) for trials and
-    /// benchmarks: the base, or with --expert N the base plus expert N's task vector.
+    /// Write a synthetic Llama-shaped model (transformers' tensor names and config, seeded values)
+    /// for trials and benchmarks: the base, or with --expert N the base plus expert N's task
+    /// vector.
     Synth {
         /// Output model directory.
         #[arg(long)]
@@ -74,6 +77,9 @@ pub enum Command {
         /// Hidden width.
         #[arg(long, default_value_t = 128)]
         hidden: usize,
+        /// MLP width (default: twice the hidden width; Llama-2 7B has 11008 at width 4096).
+        #[arg(long)]
+        intermediate: Option<usize>,
         /// Vocabulary size (embedding and head rows).
         #[arg(long, default_value_t = 512)]
         vocab: usize,
@@ -173,6 +179,19 @@ pub enum Command {
         #[command(subcommand)]
         command: ZooCommand,
     },
+    /// Benchmarks that run from the binary (a GPU machine needs no compiler).
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Check that a GPU's merge kernels give the host engine's results bit for bit, for every
+    /// method and dtype.
+    CheckDevice {
+        /// The GPU: cuda:N.
+        #[arg(long, default_value = "cuda:0")]
+        device: DeviceSpec,
+    },
     /// The default job: build the zoo if missing, search the default space with CMA-ES, and
     /// compare the best merge with task arithmetic on the held-out test split.
     Demo {
@@ -210,6 +229,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             layers,
             hidden,
+            intermediate,
             vocab,
             dtype,
             expert,
@@ -219,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = SyntheticSpec {
                 layers,
                 hidden,
+                intermediate: intermediate.unwrap_or(2 * hidden),
                 vocab,
                 dtype,
             };
@@ -236,6 +257,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             device,
         } => demo::run_demo(&out, budget, device),
         Command::Zoo { command } => zoo::run(command),
+        Command::Bench { command } => bench::run(command),
+        Command::CheckDevice { device } => bench::check_device(device),
         Command::Compare(args) => compare::compare(&args),
         Command::Adamerge(args) => adamerge::run(&args).map(|_| ()),
         Command::Run(args) => {

@@ -9,7 +9,8 @@ use super::bits::{StreamKey, uniform};
 use super::elem::Elem;
 use super::job::{Consensus, Gta, Job, Mask, Mix};
 use super::ranks::{Bound, Codes, magnitude_key};
-use super::tree::{TREE_BLOCK, tree_sums};
+use super::tree::{Sums, TREE_BLOCK, tree_sums};
+use super::{Work, with_fast_cpu};
 
 /// Elements per block of the fused loops.
 const BLOCK: usize = TREE_BLOCK;
@@ -19,10 +20,9 @@ const MIN_PER_THREAD: usize = 1 << 15;
 
 /// Threads to use for a tensor of `n` elements.
 pub fn threads_for(n: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |p| p.get())
-        .min(n / MIN_PER_THREAD)
-        .max(1)
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |p| p.get()));
+    cores.min(n / MIN_PER_THREAD).max(1)
 }
 
 /// One tensor's rows: the base and each expert, `n` elements each.
@@ -70,12 +70,67 @@ pub enum Ranks<'a> {
         /// Row ranks.
         rows: Option<&'a [Codes]>,
     },
-    /// Nothing cached: window bounds are found by selection and row ranks computed (a merge
-    /// that runs once).
-    Select {
-        /// Columns per row (DELLA).
-        cols: usize,
-    },
+    /// Bounds and row ranks found for this job alone (a merge that runs once).
+    Resolved(&'a Resolved),
+}
+
+/// One expert's window bounds and row ranks, where its mask needs them.
+type ExpertRanks = (Option<(Bound, Bound)>, Option<Codes>);
+
+/// A job's rank bounds and row ranks, found without caches: each window's bounds by selection,
+/// each row's ranks by sorting, one thread per expert.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// Per expert, the bounds of its window mask (`None` for other masks).
+    pub windows: Vec<Option<(Bound, Bound)>>,
+    /// Per expert, its row ranks, when any mask needs them.
+    pub rows: Option<Vec<Codes>>,
+}
+
+impl Resolved {
+    /// Resolves what `job`'s masks need over `rows` (rows of `cols` elements for DELLA).
+    pub fn new<E: Elem>(job: &Job, rows: &Rows<E>, cols: usize) -> Resolved {
+        let Job::Gta(g) = job else {
+            return Resolved::default();
+        };
+        let per_expert: Vec<ExpertRanks> = std::thread::scope(|scope| {
+            let workers: Vec<_> = g
+                .masks
+                .iter()
+                .enumerate()
+                .map(|(i, mask)| {
+                    scope.spawn(move || {
+                        let keys = || super::ranks::task_vector_keys(rows.base, rows.experts[i]);
+                        match *mask {
+                            Mask::Window { lo, hi } => {
+                                (Some(Bound::window_by_selection(&keys(), lo, hi)), None)
+                            }
+                            Mask::MagPrune { .. } => {
+                                (None, Some(super::ranks::row_ranks(&keys(), cols)))
+                            }
+                            _ => (None, None),
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a rank worker panicked"))
+                .collect()
+        });
+        let needs_rows = job.needs_row_ranks();
+        let mut resolved = Resolved::default();
+        let mut row_ranks = Vec::new();
+        for (window, ranks) in per_expert {
+            resolved.windows.push(window);
+            // Experts without DELLA's mask get zero ranks of the same width, unused.
+            row_ranks.push(ranks.unwrap_or_else(|| Codes::zeros(rows.len(), cols > 1 << 16)));
+        }
+        if needs_rows {
+            resolved.rows = Some(row_ranks);
+        }
+        resolved
+    }
 }
 
 /// A job's mask for one expert, with its ranks at hand.
@@ -95,21 +150,23 @@ enum HostMask<'a> {
         offset: f32,
         slope: f32,
         key: StreamKey,
-        ranks: std::borrow::Cow<'a, Codes>,
+        ranks: &'a Codes,
     },
 }
 
 /// Runs `job` over `rows`, writing every element of `out` (one per element of a row).
 pub fn run<E: Elem, O: Elem>(job: &Job, rows: &Rows<E>, ranks: &Ranks, out: &mut [MaybeUninit<O>]) {
-    let n = rows.len();
-    debug_assert_eq!(out.len(), n);
+    debug_assert_eq!(out.len(), rows.len());
     match job {
-        Job::Combine { base, taus } => for_blocks(n, out, 0, |start, len, acc, _| {
-            combine_block(rows, *base, taus, start, len, acc)
-        }),
-        Job::Consensus(c) => for_blocks(n, out, 0, |start, len, acc, _| {
-            consensus_block(rows, c, start, len, acc)
-        }),
+        Job::Combine { base, taus } => for_blocks(
+            out,
+            &CombineBlocks {
+                rows,
+                c0: *base,
+                c: taus,
+            },
+        ),
+        Job::Consensus(c) => for_blocks(out, &ConsensusBlocks { rows, c }),
         Job::Gta(g) => {
             let masks: Vec<HostMask> = (0..rows.experts.len())
                 .map(|i| host_mask(&g.masks[i], i, rows, ranks))
@@ -121,43 +178,121 @@ pub fn run<E: Elem, O: Elem>(job: &Job, rows: &Rows<E>, ranks: &Ranks, out: &mut
             } else {
                 vec![1.0; masks.len()]
             };
-            for_blocks(n, out, masks.len(), |start, len, acc, kept| {
-                for (i, d) in kept.iter_mut().enumerate() {
-                    fill_kept(rows, i, &masks[i], scales[i], start, &mut d[..len]);
-                }
-                mix_block(rows, g, kept, start, len, acc);
-            });
+            for_blocks(
+                out,
+                &GtaBlocks {
+                    rows,
+                    g,
+                    masks: &masks,
+                    scales: &scales,
+                },
+            );
         }
     }
 }
 
-/// Calls `block(start, len, acc, scratch)` for every block of `n` elements, on several threads
-/// (each with `scratch` block-sized arrays of its own), and writes `acc[..len]` (the block's
-/// results) to `out`.
-fn for_blocks<O: Elem>(
-    n: usize,
-    out: &mut [MaybeUninit<O>],
-    scratch: usize,
-    block: impl Fn(usize, usize, &mut [f32; BLOCK], &mut [[f32; BLOCK]]) + Sync,
-) {
+/// A computation over blocks of elements.
+trait Blocks: Sync {
+    /// Block-sized arrays each thread needs besides the result.
+    fn scratch(&self) -> usize {
+        0
+    }
+
+    /// Computes the results of elements `start..start + len` into `acc[..len]`. Marked
+    /// `#[inline(always)]` in implementations, so it compiles with the loop around it.
+    fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], scratch: &mut [[f32; BLOCK]]);
+}
+
+struct CombineBlocks<'a, E> {
+    rows: &'a Rows<'a, E>,
+    c0: f32,
+    c: &'a [f32],
+}
+
+impl<E: Elem> Blocks for CombineBlocks<'_, E> {
+    #[inline(always)]
+    fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], _: &mut [[f32; BLOCK]]) {
+        combine_block(self.rows, self.c0, self.c, start, len, acc)
+    }
+}
+
+struct ConsensusBlocks<'a, E> {
+    rows: &'a Rows<'a, E>,
+    c: &'a Consensus,
+}
+
+impl<E: Elem> Blocks for ConsensusBlocks<'_, E> {
+    #[inline(always)]
+    fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], _: &mut [[f32; BLOCK]]) {
+        consensus_block(self.rows, self.c, start, len, acc)
+    }
+}
+
+struct GtaBlocks<'a, E> {
+    rows: &'a Rows<'a, E>,
+    g: &'a Gta,
+    masks: &'a [HostMask<'a>],
+    scales: &'a [f32],
+}
+
+impl<E: Elem> Blocks for GtaBlocks<'_, E> {
+    fn scratch(&self) -> usize {
+        self.masks.len()
+    }
+
+    #[inline(always)]
+    fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], kept: &mut [[f32; BLOCK]]) {
+        for (i, d) in kept.iter_mut().enumerate() {
+            fill_kept(
+                self.rows,
+                i,
+                &self.masks[i],
+                self.scales[i],
+                start,
+                &mut d[..len],
+            );
+        }
+        mix_block(self.rows, self.g, kept, start, len, acc);
+    }
+}
+
+/// One thread's share of blocks, from element `offset`.
+struct Part<'a, K, O> {
+    blocks: &'a K,
+    out: &'a mut [MaybeUninit<O>],
+    offset: usize,
+}
+
+impl<K: Blocks, O: Elem> Work for Part<'_, K, O> {
+    #[inline(always)]
+    fn run(&mut self) {
+        let mut acc = [0f32; BLOCK];
+        let mut arrays = vec![[0f32; BLOCK]; self.blocks.scratch()];
+        for (b, dst) in self.out.chunks_mut(BLOCK).enumerate() {
+            let len = dst.len();
+            self.blocks
+                .block(self.offset + b * BLOCK, len, &mut acc, &mut arrays);
+            store(&acc[..len], dst);
+        }
+    }
+}
+
+/// Runs `blocks` over every block of `out`'s elements, on several threads, writing the results.
+fn for_blocks<K: Blocks, O: Elem>(out: &mut [MaybeUninit<O>], blocks: &K) {
+    let n = out.len();
     let threads = threads_for(n);
     let chunk = n.div_ceil(threads).div_ceil(BLOCK).max(1) * BLOCK;
     std::thread::scope(|scope| {
-        for (t, part) in out.chunks_mut(chunk).enumerate() {
-            let block = &block;
-            let mut work = move || {
-                let mut acc = [0f32; BLOCK];
-                let mut arrays = vec![[0f32; BLOCK]; scratch];
-                for (b, dst) in part.chunks_mut(BLOCK).enumerate() {
-                    let len = dst.len();
-                    block(t * chunk + b * BLOCK, len, &mut acc, &mut arrays);
-                    store(&acc[..len], dst);
-                }
+        for (t, out) in out.chunks_mut(chunk).enumerate() {
+            let mut part = Part {
+                blocks,
+                out,
+                offset: t * chunk,
             };
             if chunk >= n {
-                work();
+                with_fast_cpu(&mut part);
             } else {
-                scope.spawn(work);
+                scope.spawn(move || with_fast_cpu(&mut part));
             }
         }
     });
@@ -206,26 +341,7 @@ fn store_streaming(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
     }
 }
 
-/// Compiles `$body` a second time with AVX2 and FMA enabled and picks it at run time, so the
-/// loops vectorize with hardware fused multiply-adds (the results are the same either way:
-/// `mul_add` is always fused).
-macro_rules! fast_path {
-    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {{
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn $name<E: Elem>($($arg: $ty),*) $body
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU was just checked to support both extensions.
-            unsafe { $name::<E>($($arg),*) }
-        } else {
-            $body
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        $body
-    }};
-}
-
+#[inline(always)]
 fn combine_block<E: Elem>(
     rows: &Rows<E>,
     c0: f32,
@@ -234,20 +350,19 @@ fn combine_block<E: Elem>(
     len: usize,
     acc: &mut [f32; BLOCK],
 ) {
-    fast_path!(combine(rows: &Rows<E>, c0: f32, c: &[f32], start: usize, len: usize, acc: &mut [f32; BLOCK]) {
-        let base = &rows.base[start..start + len];
-        let acc = &mut acc[..len];
-        for (a, b) in acc.iter_mut().zip(base) {
-            *a = b.value() * c0;
+    let base = &rows.base[start..start + len];
+    let acc = &mut acc[..len];
+    for (a, b) in acc.iter_mut().zip(base) {
+        *a = b.value() * c0;
+    }
+    for (expert, &ci) in rows.experts.iter().zip(c) {
+        for ((a, b), e) in acc.iter_mut().zip(base).zip(&expert[start..start + len]) {
+            *a = ci.mul_add(e.value() - b.value(), *a);
         }
-        for (expert, &ci) in rows.experts.iter().zip(c) {
-            for ((a, b), e) in acc.iter_mut().zip(base).zip(&expert[start..start + len]) {
-                *a = ci.mul_add(e.value() - b.value(), *a);
-            }
-        }
-    })
+    }
 }
 
+#[inline(always)]
 fn fill_kept<E: Elem>(
     rows: &Rows<E>,
     i: usize,
@@ -259,23 +374,53 @@ fn fill_kept<E: Elem>(
     let len = out.len();
     let base = &rows.base[start..start + len];
     let expert = &rows.experts[i][start..start + len];
-    let taus = base.iter().zip(expert).map(|(b, e)| e.value() - b.value());
+    let mut taus = [0f32; BLOCK];
+    let taus = &mut taus[..len];
+    for ((t, b), e) in taus.iter_mut().zip(base).zip(expert) {
+        *t = e.value() - b.value();
+    }
     let keep_or_zero = |keep: bool, tau: f32| if keep { tau * scale } else { 0.0 };
     match mask {
-        HostMask::All => out.iter_mut().zip(taus).for_each(|(o, t)| *o = t * scale),
+        HostMask::All => out
+            .iter_mut()
+            .zip(taus.iter())
+            .for_each(|(o, &t)| *o = t * scale),
         HostMask::Nothing => out.fill(0.0),
         HostMask::Window { lo, hi, codes } => {
-            for (jj, (o, t)) in out.iter_mut().zip(taus).enumerate() {
-                let j = start + jj;
-                let code = codes.map_or(0, |c| c.get(j));
-                let key = magnitude_key(t);
-                let keep =
-                    lo.reached_by(code, key, j as u32) && !hi.reached_by(code, key, j as u32);
-                *o = keep_or_zero(keep, t);
+            let window = |o: &mut [f32], code: &dyn Fn(usize) -> u32| {
+                for (jj, (o, &t)) in o.iter_mut().zip(taus.iter()).enumerate() {
+                    let j = start + jj;
+                    let (c, key) = (code(j), magnitude_key(t));
+                    let keep = lo.reached_by(c, key, j as u32) && !hi.reached_by(c, key, j as u32);
+                    *o = keep_or_zero(keep, t);
+                }
+            };
+            match codes {
+                None => window_block(
+                    out,
+                    taus,
+                    start,
+                    *lo,
+                    *hi,
+                    &[0u16; BLOCK][..len],
+                    scale,
+                    true,
+                ),
+                Some(Codes::U16(c)) => window_block(
+                    out,
+                    taus,
+                    start,
+                    *lo,
+                    *hi,
+                    &c[start..start + len],
+                    scale,
+                    false,
+                ),
+                Some(Codes::U32(c)) => window(out, &|j| c[j]),
             }
         }
         HostMask::Random { keep, key } => {
-            for (jj, (o, t)) in out.iter_mut().zip(taus).enumerate() {
+            for (jj, (o, &t)) in out.iter_mut().zip(taus.iter()).enumerate() {
                 *o = keep_or_zero(uniform(*key, (start + jj) as u32) < *keep, t);
             }
         }
@@ -285,7 +430,7 @@ fn fill_kept<E: Elem>(
             key,
             ranks,
         } => {
-            for (jj, (o, t)) in out.iter_mut().zip(taus).enumerate() {
+            for (jj, (o, &t)) in out.iter_mut().zip(taus.iter()).enumerate() {
                 let j = start + jj;
                 let p = slope.mul_add(ranks.get(j) as f32, *offset);
                 *o = keep_or_zero(uniform(*key, j as u32) < p, t);
@@ -294,6 +439,33 @@ fn fill_kept<E: Elem>(
     }
 }
 
+/// A rank window over 16-bit codes (`no_codes`: every code is 0), written without branches so
+/// that it vectorizes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn window_block(
+    out: &mut [f32],
+    taus: &[f32],
+    start: usize,
+    lo: Bound,
+    hi: Bound,
+    codes: &[u16],
+    scale: f32,
+    no_codes: bool,
+) {
+    let reached = |b: Bound, c: u32, key: u32, j: u32| {
+        (c > b.code) | ((c == b.code) & ((key > b.key) | ((key == b.key) & (j >= b.index))))
+    };
+    for (jj, ((o, &t), &c)) in out.iter_mut().zip(taus).zip(codes).enumerate() {
+        let j = (start + jj) as u32;
+        let c = if no_codes { 0 } else { u32::from(c) };
+        let key = magnitude_key(t);
+        let keep = reached(lo, c, key, j) & !reached(hi, c, key, j);
+        *o = if keep { t * scale } else { 0.0 };
+    }
+}
+
+#[inline(always)]
 fn mix_block<E: Elem>(
     rows: &Rows<E>,
     g: &Gta,
@@ -317,36 +489,51 @@ fn mix_block<E: Elem>(
             }
         }
         Mix::Elect { normalize, lambda } => {
-            for (jj, (a, b)) in acc[..len].iter_mut().zip(base).enumerate() {
-                let mut total = 0f32;
-                for (d, &wi) in kept.iter().zip(w) {
-                    total = wi.mul_add(d[jj], total);
+            let mut total = [0f32; BLOCK];
+            let total = &mut total[..len];
+            for (d, &wi) in kept.iter().zip(w) {
+                for (t, &di) in total.iter_mut().zip(&d[..len]) {
+                    *t = wi.mul_add(di, *t);
                 }
-                let positive = total >= 0.0;
-                let (mut mixed, mut div) = (0f32, 0f32);
-                for (d, &wi) in kept.iter().zip(w) {
-                    let weighted = wi * d[jj];
-                    let agrees = if positive {
+            }
+            let (mut mixed, mut div) = ([0f32; BLOCK], [0f32; BLOCK]);
+            let (mixed, div) = (&mut mixed[..len], &mut div[..len]);
+            for (d, &wi) in kept.iter().zip(w) {
+                for (((m, v), &di), &t) in mixed
+                    .iter_mut()
+                    .zip(div.iter_mut())
+                    .zip(&d[..len])
+                    .zip(total.iter())
+                {
+                    let weighted = wi * di;
+                    let agrees = if t >= 0.0 {
                         weighted > 0.0
                     } else {
                         weighted < 0.0
                     };
-                    mixed = if agrees {
-                        wi.mul_add(d[jj], mixed)
-                    } else {
-                        mixed
-                    };
-                    div += if agrees { wi } else { 0.0 };
+                    let fused = wi.mul_add(di, *m);
+                    *m = if agrees { fused } else { *m };
+                    *v += if agrees { wi } else { 0.0 };
                 }
-                if normalize {
-                    mixed /= if div == 0.0 { 1.0 } else { div };
-                }
-                *a = mixed.mul_add(lambda, b.value());
+            }
+            for (((a, b), &m), &v) in acc[..len]
+                .iter_mut()
+                .zip(base)
+                .zip(mixed.iter())
+                .zip(div.iter())
+            {
+                let m = if normalize {
+                    m / if v == 0.0 { 1.0 } else { v }
+                } else {
+                    m
+                };
+                *a = m.mul_add(lambda, b.value());
             }
         }
     }
 }
 
+#[inline(always)]
 fn consensus_block<E: Elem>(
     rows: &Rows<E>,
     c: &Consensus,
@@ -378,19 +565,31 @@ fn consensus_block<E: Elem>(
 /// The factor that restores task vector `i`'s L1 norm after masking: `|tau|_1 / |d|_1`, or 1
 /// when either norm is below 1e-7 (tree sums in `f32`).
 fn rescale_factor<E: Elem>(rows: &Rows<E>, i: usize, mask: &HostMask) -> f32 {
-    let [original, kept] = tree_sums(rows.len(), threads_for(rows.len()), |start, len, s| {
-        let [original, kept] = s;
-        fill_kept(rows, i, mask, 1.0, start, &mut kept[..len]);
-        for (jj, (o, d)) in original
-            .iter_mut()
-            .zip(kept.iter_mut())
-            .take(len)
-            .enumerate()
-        {
-            *o = rows.tau(i, start + jj).abs();
-            *d = d.abs();
+    struct Norms<'a, E> {
+        rows: &'a Rows<'a, E>,
+        i: usize,
+        mask: &'a HostMask<'a>,
+    }
+    impl<E: Elem> Sums<2> for Norms<'_, E> {
+        #[inline(always)]
+        fn fill(&self, start: usize, len: usize, [original, kept]: &mut [[f32; TREE_BLOCK]; 2]) {
+            fill_kept(self.rows, self.i, self.mask, 1.0, start, &mut kept[..len]);
+            for (jj, (o, d)) in original
+                .iter_mut()
+                .zip(kept.iter_mut())
+                .take(len)
+                .enumerate()
+            {
+                *o = self.rows.tau(self.i, start + jj).abs();
+                *d = d.abs();
+            }
         }
-    });
+    }
+    let [original, kept] = tree_sums(
+        rows.len(),
+        threads_for(rows.len()),
+        &Norms { rows, i, mask },
+    );
     rescale_from_sums(original, kept)
 }
 
@@ -413,59 +612,46 @@ fn host_mask<'a, E: Elem>(
         Mask::All => HostMask::All,
         Mask::Nothing => HostMask::Nothing,
         Mask::Random { keep, key } => HostMask::Random { keep, key },
-        Mask::Window { lo, hi } => {
-            let n = rows.len();
-            match ranks {
-                Ranks::Cached {
-                    codes: Some((codes, shift)),
-                    ..
-                } => {
-                    let codes = &codes[i];
-                    let key_of = |j: usize| magnitude_key(rows.tau(i, j));
-                    let bound = |r: usize| Bound::from_codes(codes, *shift, r, key_of);
-                    HostMask::Window {
-                        lo: if lo == 0 {
-                            Bound::NONE_BELOW
-                        } else {
-                            bound(lo)
-                        },
-                        hi: if hi >= n {
-                            Bound::NONE_ABOVE
-                        } else {
-                            bound(hi)
-                        },
-                        codes: Some(codes),
-                    }
-                }
-                _ => {
-                    let keys = super::ranks::task_vector_keys(rows.base, rows.experts[i]);
-                    let (lo, hi) = Bound::window_by_selection(&keys, lo, hi);
-                    HostMask::Window {
-                        lo,
-                        hi,
-                        codes: None,
-                    }
+        Mask::Window { lo, hi } => match ranks {
+            Ranks::Cached { codes, .. } => {
+                let (codes, shift) = codes.expect("the caller caches codes for window masks");
+                let codes = &codes[i];
+                let n = rows.len();
+                let key_of = |j: usize| magnitude_key(rows.tau(i, j));
+                let bound = |r: usize| Bound::from_codes(codes, shift, r, key_of);
+                HostMask::Window {
+                    lo: if lo == 0 {
+                        Bound::NONE_BELOW
+                    } else {
+                        bound(lo)
+                    },
+                    hi: if hi >= n {
+                        Bound::NONE_ABOVE
+                    } else {
+                        bound(hi)
+                    },
+                    codes: Some(codes),
                 }
             }
-        }
+            Ranks::Resolved(r) => {
+                let (lo, hi) = r.windows[i].expect("resolved with the job");
+                HostMask::Window {
+                    lo,
+                    hi,
+                    codes: None,
+                }
+            }
+        },
         Mask::MagPrune { offset, slope, key } => {
             let ranks = match ranks {
-                Ranks::Cached {
-                    rows: Some(rows), ..
-                } => std::borrow::Cow::Borrowed(&rows[i]),
-                Ranks::Select { cols } => {
-                    let keys = super::ranks::task_vector_keys(rows.base, rows.experts[i]);
-                    std::borrow::Cow::Owned(super::ranks::row_ranks(&keys, *cols))
-                }
-                Ranks::Cached { rows: None, .. } => {
-                    unreachable!("the caller caches row ranks for jobs that need them")
-                }
+                Ranks::Cached { rows, .. } => rows.expect("the caller caches row ranks for DELLA"),
+                Ranks::Resolved(r) => r.rows.as_deref().expect("resolved with the job"),
             };
             HostMask::MagPrune {
                 offset,
                 slope,
                 key,
-                ranks,
+                ranks: &ranks[i],
             }
         }
     }
@@ -483,18 +669,19 @@ pub fn run_to_vec<E: Elem, O: Elem>(job: &Job, rows: &Rows<E>, ranks: &Ranks) ->
 
 /// The tree sums of `|base|^2`, `|expert|^2` and `base . expert` of the first expert (SLERP).
 pub fn slerp_sums<E: Elem>(rows: &Rows<E>) -> [f32; 3] {
-    tree_sums(
-        rows.len(),
-        threads_for(rows.len()),
-        |start, len, [s00, s11, s01]| {
-            let base = &rows.base[start..start + len];
-            let expert = &rows.experts[0][start..start + len];
+    struct Products<'a, E>(&'a Rows<'a, E>);
+    impl<E: Elem> Sums<3> for Products<'_, E> {
+        #[inline(always)]
+        fn fill(&self, start: usize, len: usize, [s00, s11, s01]: &mut [[f32; TREE_BLOCK]; 3]) {
+            let base = &self.0.base[start..start + len];
+            let expert = &self.0.experts[0][start..start + len];
             for (jj, (b, e)) in base.iter().zip(expert).enumerate() {
                 let (v0, v1) = (b.value(), e.value());
                 s00[jj] = v0 * v0;
                 s11[jj] = v1 * v1;
                 s01[jj] = v0 * v1;
             }
-        },
-    )
+        }
+    }
+    tree_sums(rows.len(), threads_for(rows.len()), &Products(rows))
 }

@@ -6,7 +6,7 @@ use super::elem::HostRows;
 use super::host::{Ranks, Rows, run_to_vec, slerp_sums};
 use super::job::Job;
 use super::ranks::{Codes, code_layout, row_ranks, task_vector_keys, tensor_codes};
-use super::{Store, TensorMeta};
+use super::{Store, TensorMeta, for_each_parallel, rank_workers};
 use crate::checkpoint::Dtype;
 use crate::with_rows;
 
@@ -101,5 +101,17 @@ impl Store for HostStore {
         self.rows.iter().map(HostRows::bytes).sum::<usize>()
             + self.codes.iter().map(cached).sum::<usize>()
             + self.row_ranks.iter().map(cached).sum::<usize>()
+    }
+
+    fn prepare(&self, ranks: bool, row_ranks: bool) {
+        let experts = self.tensors.first().map_or(1, |m| m.experts);
+        for_each_parallel(self.tensors.len(), rank_workers(experts), |t| {
+            if ranks {
+                self.codes(t);
+            }
+            if row_ranks {
+                self.row_ranks(t);
+            }
+        });
     }
 }

@@ -71,4 +71,60 @@ pub trait Store: Send + Sync {
 
     /// Bytes held on the store's device: rows, cached ranks.
     fn bytes(&self) -> usize;
+
+    /// Builds, for every tensor, the cached tensor-wide ranks (`ranks`) and row ranks
+    /// (`row_ranks`) not built yet, on all cores (otherwise each is built when a job first
+    /// needs it).
+    fn prepare(&self, ranks: bool, row_ranks: bool);
+}
+
+/// Calls `f(t)` for every `t < n`, on `threads` threads taking the next index as they finish.
+pub fn for_each_parallel(n: usize, threads: usize, f: impl Fn(usize) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, n.max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if t >= n {
+                        break;
+                    }
+                    f(t);
+                }
+            });
+        }
+    });
+}
+
+/// Worker threads for building ranks of many tensors, each of which sorts its `experts` task
+/// vectors on a thread of their own.
+pub fn rank_workers(experts: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.div_ceil(experts.max(1))
+}
+
+/// Work that runs on one thread: its `run` (marked `#[inline(always)]`, as everything it calls
+/// in a hot loop must be) is compiled a second time for AVX2 and FMA by [`with_fast_cpu`].
+pub trait Work {
+    /// Does the work.
+    fn run(&mut self);
+}
+
+/// Runs `work`, compiled (with everything it inlines) for AVX2 and FMA where the CPU has them,
+/// so the loops vectorize with hardware fused multiply-adds. The results are the same either
+/// way: `mul_add` is always fused, in software without FMA.
+pub fn with_fast_cpu<W: Work>(work: &mut W) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fast<W: Work>(work: &mut W) {
+            work.run()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU was just checked to support both extensions.
+            return unsafe { fast(work) };
+        }
+    }
+    work.run()
 }

@@ -34,7 +34,8 @@ pub enum Codes {
 }
 
 impl Codes {
-    fn with_capacity(n: usize, wide: bool) -> Codes {
+    /// `n` zeros, 32-bit if `wide`.
+    pub fn zeros(n: usize, wide: bool) -> Codes {
         if wide {
             Codes::U32(vec![0; n])
         } else {
@@ -81,20 +82,25 @@ pub fn code_layout(n: usize) -> (bool, u32) {
     (false, bits.saturating_sub(16))
 }
 
-/// The element indices of `keys` in ascending `(key, index)` order: a stable LSD radix sort on
-/// 11-bit digits.
+/// The element indices of `keys` in ascending `(key, index)` order: a stable LSD radix sort of
+/// `key << 32 | index` items on the key's three 11-bit digits (indices start ascending, so
+/// equal keys stay in position order). Sequential reads, one scattered write per item and pass.
 pub fn stable_order(keys: &[u32]) -> Vec<u32> {
     const BITS: u32 = 11;
     const BUCKETS: usize = 1 << BITS;
     let n = keys.len();
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut scratch = vec![0u32; n];
+    let mut items: Vec<u64> = keys
+        .iter()
+        .enumerate()
+        .map(|(j, &k)| (u64::from(k) << 32) | j as u64)
+        .collect();
+    let mut scratch = vec![0u64; n];
     for pass in 0..3 {
-        let shift = pass * BITS;
-        let digit = |j: u32| ((keys[j as usize] >> shift) as usize) & (BUCKETS - 1);
+        let shift = 32 + pass * BITS;
+        let digit = |item: u64| ((item >> shift) as usize) & (BUCKETS - 1);
         let mut counts = vec![0usize; BUCKETS];
-        for &j in &order {
-            counts[digit(j)] += 1;
+        for &item in &items {
+            counts[digit(item)] += 1;
         }
         if counts.contains(&n) {
             continue; // every key has this digit: the pass would not move anything
@@ -105,14 +111,14 @@ pub fn stable_order(keys: &[u32]) -> Vec<u32> {
             *c = start;
             start += here;
         }
-        for &j in &order {
-            let d = digit(j);
-            scratch[counts[d]] = j;
+        for &item in &items {
+            let d = digit(item);
+            scratch[counts[d]] = item;
             counts[d] += 1;
         }
-        std::mem::swap(&mut order, &mut scratch);
+        std::mem::swap(&mut items, &mut scratch);
     }
-    order
+    items.into_iter().map(|item| item as u32).collect()
 }
 
 /// The magnitude keys of the task vector `expert - base`.
@@ -126,7 +132,7 @@ pub fn task_vector_keys<E: Elem>(base: &[E], expert: &[E]) -> Vec<u32> {
 /// Tensor-wide rank codes of the task vector with magnitude `keys` (see [`code_layout`]).
 pub fn tensor_codes(keys: &[u32]) -> Codes {
     let (wide, shift) = code_layout(keys.len());
-    let mut codes = Codes::with_capacity(keys.len(), wide);
+    let mut codes = Codes::zeros(keys.len(), wide);
     for (rank, &j) in stable_order(keys).iter().enumerate() {
         codes.set(j as usize, (rank >> shift) as u32);
     }
@@ -136,7 +142,7 @@ pub fn tensor_codes(keys: &[u32]) -> Codes {
 /// Exact ranks within each row of `cols` elements (the whole vector when `cols == n`).
 pub fn row_ranks(keys: &[u32], cols: usize) -> Codes {
     let cols = cols.max(1);
-    let mut ranks = Codes::with_capacity(keys.len(), cols > 1 << 16);
+    let mut ranks = Codes::zeros(keys.len(), cols > 1 << 16);
     let mut order: Vec<u64> = Vec::with_capacity(cols);
     for (r, row) in keys.chunks(cols).enumerate() {
         order.clear();
@@ -208,8 +214,17 @@ impl Bound {
             Codes::U16(v) => v.len(),
             Codes::U32(v) => v.len(),
         };
-        let mut bucket: Vec<u64> = (0..n)
-            .filter(|&j| codes.get(j) == code)
+        let members: Vec<usize> = match codes {
+            Codes::U16(v) => v
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| u32::from(**c) == code)
+                .map(|(j, _)| j)
+                .collect(),
+            Codes::U32(v) => (0..n).filter(|&j| v[j] == code).collect(),
+        };
+        let mut bucket: Vec<u64> = members
+            .into_iter()
             .map(|j| (u64::from(key_of(j)) << 32) | j as u64)
             .collect();
         let (_, &mut nth, _) = bucket.select_nth_unstable(within);

@@ -268,6 +268,24 @@ pub fn compare_engines<R: Runtime>(client: &ComputeClient<R>, progress: impl Fn(
                             );
                             report.merges.push(case);
                         }
+                        if let Job::Gta(_) = &job {
+                            // A one-shot merge resolves bounds and row ranks on the host.
+                            let resolved = crate::with_rows!(&host_rows, |all: E| {
+                                let rows = crate::merge::engine::host::Rows::split(all, k);
+                                crate::merge::engine::host::Resolved::new(
+                                    &job,
+                                    &rows,
+                                    meta.row_width(),
+                                )
+                            });
+                            let cached = gpu.read(&gpu.run(0, &job, Dtype::F32));
+                            let once =
+                                gpu.read(&gpu.run_with(0, &job, Dtype::F32, Some(&resolved)));
+                            let what = format!("{method} ({variant}) {dtype} {shape:?}, one-shot");
+                            report
+                                .masks
+                                .push(compare(what, &cached, &once, &magnitude, true));
+                        }
                         if let Job::Gta(g) = &job {
                             for i in 0..experts {
                                 let kept = Job::Gta(Gta {

@@ -14,9 +14,10 @@ use cubecl::server::Handle;
 
 use self::kernels as k;
 use super::elem::HostRows;
+use super::host::Resolved;
 use super::job::{Consensus, Gta, Job, Mask, Mix};
 use super::ranks::{Codes, code_layout, row_ranks, task_vector_keys, tensor_codes};
-use super::{Store, TensorMeta};
+use super::{Store, TensorMeta, for_each_parallel, rank_workers};
 use crate::checkpoint::Dtype;
 use crate::with_rows;
 
@@ -260,8 +261,9 @@ impl<R: Runtime> CubeStore<R> {
         }
     }
 
-    /// The parameter words of a GTA job, and whether any bound needs its bucket resolved.
-    fn gta_params(&self, t: usize, g: &Gta) -> (Vec<u32>, bool) {
+    /// The parameter words of a GTA job, and whether any bound needs its bucket resolved on the
+    /// device (never with `resolved` bounds).
+    fn gta_params(&self, t: usize, g: &Gta, resolved: Option<&Resolved>) -> (Vec<u32>, bool) {
         let meta = &self.tensors[t];
         let n = meta.numel();
         let (_, shift) = code_layout(n);
@@ -282,6 +284,15 @@ impl<R: Runtime> CubeStore<R> {
                 Mask::Random { keep, key } => (k::MASK_RANDOM, keep, 0.0, Some(key)),
                 Mask::MagPrune { offset, slope, key } => {
                     (k::MASK_MAGPRUNE, offset, slope, Some(key))
+                }
+                Mask::Window { .. } if resolved.is_some() => {
+                    let (lo, hi) = resolved
+                        .and_then(|r| r.windows[i])
+                        .expect("resolved with the job");
+                    for (at, b) in [(k::P_LO, lo), (k::P_HI, hi)] {
+                        w[at as usize..at as usize + 3].copy_from_slice(&[b.code, b.key, b.index]);
+                    }
+                    (k::MASK_WINDOW, 0.0, 0.0, None)
                 }
                 Mask::Window { lo, hi } => {
                     let mut set = |side: usize, rank: Option<usize>, none: [u32; 3]| {
@@ -321,7 +332,14 @@ impl<R: Runtime> CubeStore<R> {
         (words, bucketed)
     }
 
-    fn run_gta(&self, t: usize, g: &Gta, out: &Handle, out_dtype: Dtype) {
+    fn run_gta(
+        &self,
+        t: usize,
+        g: &Gta,
+        resolved: Option<&Resolved>,
+        out: &Handle,
+        out_dtype: Dtype,
+    ) {
         let meta = &self.tensors[t];
         let n = meta.numel();
         let kk = meta.experts;
@@ -330,17 +348,21 @@ impl<R: Runtime> CubeStore<R> {
         let rw = row_words(n, meta.dtype) as u32;
         let (wide_codes, _) = code_layout(n);
         let wide_ranks = meta.row_width() > 1 << 16;
-        let needs_codes = g.masks.iter().any(Mask::needs_ranks);
+        // A one-shot merge brings its bounds and row ranks; a cached store uses its caches.
+        let needs_codes = resolved.is_none() && g.masks.iter().any(Mask::needs_ranks);
         let needs_ranks = g.masks.iter().any(Mask::needs_row_ranks);
         let codes = if needs_codes {
             self.codes(t)
         } else {
             &self.dummy
         };
-        let ranks = if needs_ranks {
-            self.row_ranks(t)
-        } else {
-            &self.dummy
+        let given_ranks = resolved
+            .and_then(|r| r.rows.as_ref())
+            .map(|rows| self.upload(&pack_codes(rows)));
+        let ranks = match &given_ranks {
+            Some(handle) => handle,
+            None if needs_ranks => self.row_ranks(t),
+            None => &self.dummy,
         };
         let codes_len = if needs_codes {
             kk * padded(n) / if wide_codes { 1 } else { 2 }
@@ -352,7 +374,7 @@ impl<R: Runtime> CubeStore<R> {
         } else {
             2
         };
-        let (words, bucketed) = self.gta_params(t, g);
+        let (words, bucketed) = self.gta_params(t, g, resolved);
         let params = self.upload(&words);
         let dt = dtype_code(meta.dtype);
         if bucketed {
@@ -505,6 +527,29 @@ impl<R: Runtime> CubeStore<R> {
         to
     }
 
+    /// Runs `job` on tensor `t`, with its bounds and row ranks `resolved` on the host if given
+    /// (a merge that runs once), else from the store's caches.
+    pub fn run_with(
+        &self,
+        t: usize,
+        job: &Job,
+        dtype: Dtype,
+        resolved: Option<&Resolved>,
+    ) -> CubeMerged {
+        let n = self.tensors[t].numel();
+        let out = self.client.empty(row_words(n, dtype).max(1) * 4);
+        match job {
+            Job::Combine { base, taus } => self.run_combine(t, *base, taus, &out, dtype),
+            Job::Consensus(c) => self.run_consensus(t, c, &out, dtype),
+            Job::Gta(g) => self.run_gta(t, g, resolved, &out, dtype),
+        }
+        CubeMerged {
+            handle: out,
+            dtype,
+            n,
+        }
+    }
+
     /// Waits for every queued kernel.
     pub fn sync(&self) {
         cubecl::future::block_on(self.client.sync()).expect("the device synchronizes");
@@ -519,18 +564,7 @@ impl<R: Runtime> Store for CubeStore<R> {
     }
 
     fn run(&self, t: usize, job: &Job, dtype: Dtype) -> CubeMerged {
-        let n = self.tensors[t].numel();
-        let out = self.client.empty(row_words(n, dtype).max(1) * 4);
-        match job {
-            Job::Combine { base, taus } => self.run_combine(t, *base, taus, &out, dtype),
-            Job::Consensus(c) => self.run_consensus(t, c, &out, dtype),
-            Job::Gta(g) => self.run_gta(t, g, &out, dtype),
-        }
-        CubeMerged {
-            handle: out,
-            dtype,
-            n,
-        }
+        self.run_with(t, job, dtype, None)
     }
 
     fn slerp_sums(&self, t: usize) -> [f32; 3] {
@@ -566,5 +600,17 @@ impl<R: Runtime> Store for CubeStore<R> {
             .map(|m| (m.experts + 1) * row_words(m.numel(), m.dtype) * 4)
             .sum();
         rows + self.cached_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn prepare(&self, ranks: bool, row_ranks: bool) {
+        let experts = self.tensors.first().map_or(1, |m| m.experts);
+        for_each_parallel(self.tensors.len(), rank_workers(experts), |t| {
+            if ranks {
+                self.codes(t);
+            }
+            if row_ranks {
+                self.row_ranks(t);
+            }
+        });
     }
 }
