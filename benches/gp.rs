@@ -11,6 +11,8 @@
 //! Environment: `MERGESEARCH_BENCH_GP_DIM` (default 48), `MERGESEARCH_BENCH_GP_SIZES`
 //! (comma-separated, default `100,300,500`).
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use std::time::Instant;
 
 use mergesearch::optim::{GaussianProcessBo, GpOptions, Optimizer, Told};
@@ -66,16 +68,16 @@ fn main() {
         let mut bo = GaussianProcessBo::new(dim, 1, 7, options.clone()).expect("optimizer");
         let told: Vec<Told> = (0..n)
             .map(|_| {
-                let p: Vec<f64> = (0..dim).map(|_| rng.next_f64()).collect();
-                let v = objective(&p, 0.05 * rng.normal());
+                let p: Vec<f64> = (0..dim).map(|_| rng.random::<f64>()).collect();
+                let v = objective(&p, 0.05 * rng.sample::<f64, _>(StandardNormal));
                 Told::scalar(p, Some(v))
             })
             .collect();
         let t = Instant::now();
         bo.tell(&told);
         let cold = t.elapsed().as_secs_f64();
-        let extra: Vec<f64> = (0..dim).map(|_| rng.next_f64()).collect();
-        let value = objective(&extra, 0.05 * rng.normal());
+        let extra: Vec<f64> = (0..dim).map(|_| rng.random::<f64>()).collect();
+        let value = objective(&extra, 0.05 * rng.sample::<f64, _>(StandardNormal));
         let t = Instant::now();
         bo.tell(&[Told::scalar(extra, Some(value))]);
         let warm = t.elapsed().as_secs_f64();

@@ -2,6 +2,8 @@
 //! transformer-style tensor names, and experts that are the base plus a seeded task vector.
 //! Nothing is downloaded.
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use std::path::Path;
 
 use crate::checkpoint::{CheckpointError, Dtype, ModelWriter, TensorSpec};
@@ -53,13 +55,13 @@ pub fn synthetic_values(name: &str, numel: usize, seed: u64, expert: Option<usiz
     let stream = crate::rng::derive_seed(seed, name, 0);
     let mut base_rng = Rng::new(stream);
     let mut values: Vec<f32> = (0..numel)
-        .map(|_| (0.05 * base_rng.normal()) as f32)
+        .map(|_| (0.05 * base_rng.sample::<f64, _>(StandardNormal)) as f32)
         .collect();
     if let Some(e) = expert {
         let mut rng = Rng::new(crate::rng::derive_seed(seed, name, 1 + e as u64));
         for v in &mut values {
-            if rng.next_f64() < 0.5 {
-                *v += (0.02 * rng.normal()) as f32;
+            if rng.random::<f64>() < 0.5 {
+                *v += (0.02 * rng.sample::<f64, _>(StandardNormal)) as f32;
             }
         }
     }

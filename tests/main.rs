@@ -5,6 +5,7 @@ mod checkpoints;
 mod cli;
 mod common;
 mod eval;
+mod faults;
 mod methods;
 mod study;
 mod zoo;

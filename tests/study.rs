@@ -19,7 +19,8 @@ use mergesearch::study::{RunOptions, run};
 use crate::common::TempDir;
 use crate::eval::tiny_zoo;
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+/// Writes `text` to `dir/name`.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
@@ -30,7 +31,7 @@ fn load(path: &Path) -> Result<Space, String> {
 }
 
 /// A base and three experts, small.
-fn models(dir: &TempDir) -> (PathBuf, Vec<PathBuf>) {
+pub fn models(dir: &TempDir) -> (PathBuf, Vec<PathBuf>) {
     let spec = SyntheticSpec {
         layers: 2,
         hidden: 8,
@@ -51,7 +52,8 @@ fn models(dir: &TempDir) -> (PathBuf, Vec<PathBuf>) {
     (base, experts)
 }
 
-fn models_table(base: &Path, experts: &[PathBuf]) -> String {
+/// The `[models]` table of a space merging `experts` into `base`.
+pub fn models_table(base: &Path, experts: &[PathBuf]) -> String {
     let experts: Vec<String> = experts
         .iter()
         .map(|e| format!("{:?}", e.display().to_string()))
@@ -81,7 +83,7 @@ fn a_layerwise_space_decodes_points_into_plans() {
     assert_eq!(space.dimensions[3 * groups].name, "density[math]");
     let init = space.initial_point();
     assert_eq!(init[groups], 0.5, "code's weights start at 1.0 of [0, 2]");
-    let decoded = space.decode(&init);
+    let decoded = space.decode(&init).unwrap();
     let plan = decoded.plan.unwrap();
     assert_eq!(plan.method, Method::Ties);
     assert_eq!(plan.shared["lambda"], ParamValue::Number(0.9));

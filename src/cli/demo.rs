@@ -36,18 +36,22 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
         resume: out.join(crate::record::RUN_FILE).exists(),
         device,
         workers: None,
+        max_failures: None,
         init_from: None,
     };
     let space = super::load_space(&args.space, &[], None, budget)?;
     let summary = run_space(&space, &args)?;
     print_summary(&summary);
     let best = summary.best().context("no trial succeeded")?;
-    let models = space.models.as_ref().expect("the default space merges");
+    let models = space
+        .models
+        .as_ref()
+        .context("the default space has no models")?;
     let zoo = zoo_of(models)?;
     let plan = space
-        .decode(&best.point)
+        .decode(&best.point)?
         .plan
-        .expect("the default space merges");
+        .context("the default space has no models")?;
     let device = device.open()?;
     let setting = format!("trial {} of {}", best.id, summary.trials.len());
     let table = crate::with_backend!(device, |B, device| compare::<B>(

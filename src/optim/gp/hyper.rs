@@ -13,6 +13,8 @@
 //! penalty outside them and a clamp of the result: `ℓ ∈ [0.01, 100]`, `σ_f² ∈ [10⁻³, 10²]`,
 //! `σ_n² ∈ [10⁻⁶, 10]`.
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use std::cell::RefCell;
 use std::f64::consts::LN_10;
 
@@ -67,10 +69,12 @@ pub(crate) fn default_theta(d: usize) -> Vec<f64> {
 /// A random start: one common length scale around the prior's mean with a little spread per
 /// coordinate, a signal variance near 1 and a noise variance between 10⁻⁴ and 0.3.
 pub(crate) fn random_theta(d: usize, rng: &mut Rng) -> Vec<f64> {
-    let common = prior(0, d).0 + 3.0 * rng.next_f64() - 2.0;
-    let mut theta: Vec<f64> = (0..d).map(|_| common + 0.3 * rng.normal()).collect();
-    theta.push(2.0 * rng.next_f64() - 1.0);
-    theta.push(1e-4f64.ln() + (0.3f64 / 1e-4).ln() * rng.next_f64());
+    let common = prior(0, d).0 + 3.0 * rng.random::<f64>() - 2.0;
+    let mut theta: Vec<f64> = (0..d)
+        .map(|_| common + 0.3 * rng.sample::<f64, _>(StandardNormal))
+        .collect();
+    theta.push(2.0 * rng.random::<f64>() - 1.0);
+    theta.push(1e-4f64.ln() + (0.3f64 / 1e-4).ln() * rng.random::<f64>());
     clamp(&mut theta, d);
     theta
 }

@@ -59,6 +59,8 @@ mod model;
 #[cfg(test)]
 mod tests;
 
+use rand::Rng as _;
+use rand::seq::SliceRandom as _;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -323,7 +325,7 @@ impl GaussianProcessBo {
         let randoms: Vec<Vec<f64>> = (1..restarts).map(|_| hyper::random_theta(d, rng)).collect();
         let subsample = (!randoms.is_empty() && y.len() > cap).then(|| {
             let mut idx: Vec<usize> = (0..y.len()).collect();
-            rng.shuffle(&mut idx);
+            idx.shuffle(rng);
             idx.truncate(cap);
             idx.sort_unstable();
             idx
@@ -355,7 +357,7 @@ impl GaussianProcessBo {
     /// A weight vector uniform on the simplex (normalized exponentials).
     fn simplex_weights(&mut self, m: usize) -> Vec<f64> {
         let w: Vec<f64> = (0..m)
-            .map(|_| -(1.0 - self.state.rng.next_f64()).ln())
+            .map(|_| -(1.0 - self.state.rng.random::<f64>()).ln())
             .collect();
         let sum: f64 = w.iter().sum();
         w.iter().map(|v| v / sum).collect()
@@ -517,7 +519,7 @@ impl Optimizer for GaussianProcessBo {
             let point = match self.propose(&out) {
                 Some(point) => point,
                 None => (0..self.state.dim)
-                    .map(|_| self.state.rng.next_f64())
+                    .map(|_| self.state.rng.random::<f64>())
                     .collect(),
             };
             out.push(point);
