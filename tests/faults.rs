@@ -28,7 +28,7 @@ use mergesearch::study::{RunOptions, run_with};
 use rand::Rng as _;
 
 use crate::common::TempDir;
-use crate::study::{models, models_table, write};
+use crate::study::{models, models_of, models_table, write};
 
 /// `mergesearch ARGS` in the repository root, stdout discarded, stderr captured.
 fn mergesearch(args: &[&str]) -> Command {
@@ -129,16 +129,33 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// A space over the weights of three small experts, scored by a Python one-liner that checks
-/// the candidate was written: 12 trials, batches of 4, two workers.
-fn merging_space(tmp: &TempDir, trials: usize, workers: usize) -> PathBuf {
-    let (base, experts) = models(tmp);
-    let script = "import json,os,sys; p=json.loads(sys.argv[1]); assert os.path.isfile(os.path.join(sys.argv[2], 'model.safetensors')); print(json.dumps({'scores': {'loss': sum((v - 0.3) ** 2 for v in p.values())}}))";
+/// `tmp/space.toml`: one task-arithmetic weight per expert of `models`, scored on `loss` by the
+/// command `argv` (a TOML array), with `seed` and the `[budget]` lines `budget`.
+fn weights_space(
+    tmp: &TempDir,
+    models: &(PathBuf, Vec<PathBuf>),
+    argv: &str,
+    seed: u64,
+    budget: &str,
+) -> PathBuf {
     let text = format!(
-        "seed = 5\n{}\n[merge]\nmethod = \"task_arithmetic\"\n[[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", \"-c\", \"{script}\", \"{{params_json}}\", \"{{model_dir}}\"]\nobjectives = {{ loss = \"minimize\" }}\n[[objectives]]\nname = \"loss\"\n[budget]\ntrials = {trials}\nbatch = 4\nworkers = {workers}\n",
-        models_table(&base, &experts)
+        "seed = {seed}\n{}\n[merge]\nmethod = \"task_arithmetic\"\n[[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n[[evaluators]]\nkind = \"command\"\nargv = {argv}\nobjectives = {{ loss = \"minimize\" }}\n[[objectives]]\nname = \"loss\"\n[budget]\n{budget}\n",
+        models_table(&models.0, &models.1)
     );
     write(tmp.path(), "space.toml", &text)
+}
+
+/// A space over the weights of three small experts, scored by a Python one-liner that checks
+/// the candidate was written: batches of 4.
+fn merging_space(tmp: &TempDir, trials: usize, workers: usize) -> PathBuf {
+    let script = "import json,os,sys; p=json.loads(sys.argv[1]); assert os.path.isfile(os.path.join(sys.argv[2], 'model.safetensors')); print(json.dumps({'scores': {'loss': sum((v - 0.3) ** 2 for v in p.values())}}))";
+    weights_space(
+        tmp,
+        &models(tmp),
+        &format!("[\"python3\", \"-c\", \"{script}\", \"{{params_json}}\", \"{{model_dir}}\"]"),
+        5,
+        &format!("trials = {trials}\nbatch = 4\nworkers = {workers}"),
+    )
 }
 
 #[test]
@@ -256,35 +273,27 @@ fn a_second_process_on_a_run_directory_is_refused_and_the_first_finishes_alone()
 
 /// A base with a 128 KB embedding and three experts: every candidate is larger than 64 KiB.
 fn large_models(tmp: &TempDir) -> (PathBuf, Vec<PathBuf>) {
-    use mergesearch::checkpoint::Dtype;
-    use mergesearch::fixtures::{SyntheticSpec, write_synthetic_model};
-    let spec = SyntheticSpec {
-        layers: 1,
-        hidden: 64,
-        vocab: 512,
-        dtype: Dtype::F32,
-    };
-    let base = tmp.join("base");
-    write_synthetic_model(&base, &spec, 1, None, 1 << 30).unwrap();
-    let experts = (0..2)
-        .map(|i| {
-            let path = tmp.join(&format!("expert{i}"));
-            write_synthetic_model(&path, &spec, 1, Some(i), 1 << 30).unwrap();
-            path
-        })
-        .collect();
-    (base, experts)
+    models_of(
+        tmp,
+        &mergesearch::fixtures::SyntheticSpec {
+            layers: 1,
+            hidden: 64,
+            vocab: 512,
+            dtype: mergesearch::checkpoint::Dtype::F32,
+        },
+    )
 }
 
 #[test]
 fn a_file_size_limit_fails_the_trials_that_write_candidates_and_loses_nothing() {
     let tmp = TempDir::new("faults", "fsize");
-    let (base, experts) = large_models(&tmp);
-    let text = format!(
-        "seed = 1\n{}\n[merge]\nmethod = \"task_arithmetic\"\n[[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", \"-c\", \"import json,sys; p=json.loads(sys.argv[1]); print(json.dumps({{'scores': {{'loss': sum(v*v for v in p.values())}}}}))\", \"{{params_json}}\", \"{{model_dir}}\"]\nobjectives = {{ loss = \"minimize\" }}\n[[objectives]]\nname = \"loss\"\n[budget]\nbatch = 4\n",
-        models_table(&base, &experts)
+    let space = weights_space(
+        &tmp,
+        &large_models(&tmp),
+        "[\"python3\", \"-c\", \"import json,sys; p=json.loads(sys.argv[1]); print(json.dumps({'scores': {'loss': sum(v*v for v in p.values())}}))\", \"{params_json}\", \"{model_dir}\"]",
+        1,
+        "batch = 4",
     );
-    let space = write(tmp.path(), "space.toml", &text);
     let dir = tmp.join("run");
     expect_exit(
         &run(&space, &dir, &["--budget", "4"]).output().unwrap(),
@@ -594,18 +603,16 @@ fn failures_in_a_row_stop_the_run_with_the_last_errors_and_it_resumes_once_fixed
 #[test]
 fn a_second_ctrl_c_kills_the_evaluators_removes_scratch_and_exits_130() {
     let tmp = TempDir::new("faults", "ctrl-c");
-    let (base, experts) = models(&tmp);
     let script = write(tmp.path(), "misbehave.py", MISBEHAVING);
     let pids = tmp.join("pids");
     std::fs::create_dir_all(&pids).unwrap();
     // Trial 1 hangs (`{trial_id}` is 1 for the second trial: the first is trial 0, quick).
-    let text = format!(
-        "seed = 2\n{}\n[merge]\nmethod = \"task_arithmetic\"\n[[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", {:?}, \"{{trial_id}}\", {:?}, \"{{model_dir}}\"]\nobjectives = {{ loss = \"minimize\" }}\n[[objectives]]\nname = \"loss\"\n[budget]\ntrials = 4\nbatch = 4\n",
-        models_table(&base, &experts),
+    let argv = format!(
+        "[\"python3\", {:?}, \"{{trial_id}}\", {:?}, \"{{model_dir}}\"]",
         script.display().to_string(),
         pids.display().to_string()
     );
-    let space = write(tmp.path(), "space.toml", &text);
+    let space = weights_space(&tmp, &models(&tmp), &argv, 2, "trials = 4\nbatch = 4");
     let dir = tmp.join("run");
     let mut child = run(&space, &dir, &[]).spawn().unwrap();
     let hang = pids.join("hang-1");

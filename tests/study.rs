@@ -32,20 +32,27 @@ fn load(path: &Path) -> Result<Space, String> {
 
 /// A base and three experts, small.
 pub fn models(dir: &TempDir) -> (PathBuf, Vec<PathBuf>) {
-    let spec = SyntheticSpec {
-        layers: 2,
-        hidden: 8,
-        vocab: 16,
-        dtype: Dtype::F32,
-    };
+    models_of(
+        dir,
+        &SyntheticSpec {
+            layers: 2,
+            hidden: 8,
+            vocab: 16,
+            dtype: Dtype::F32,
+        },
+    )
+}
+
+/// A base and three experts (math, code, chat) shaped as `spec` says.
+pub fn models_of(dir: &TempDir, spec: &SyntheticSpec) -> (PathBuf, Vec<PathBuf>) {
     let base = dir.join("base");
-    write_synthetic_model(&base, &spec, 1, None, 1 << 30).unwrap();
+    write_synthetic_model(&base, spec, 1, None, 1 << 30).unwrap();
     let experts: Vec<PathBuf> = ["math", "code", "chat"]
         .iter()
         .enumerate()
         .map(|(i, name)| {
             let path = dir.join(name);
-            write_synthetic_model(&path, &spec, 1, Some(i), 1 << 30).unwrap();
+            write_synthetic_model(&path, spec, 1, Some(i), 1 << 30).unwrap();
             path
         })
         .collect();

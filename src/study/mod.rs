@@ -186,38 +186,9 @@ pub fn run_with<B: Backend>(
     progress: &ProgressBar,
     stop: &AtomicBool,
 ) -> Result<RunSummary, StudyError> {
-    let dir = &options.out;
-    let created = !dir.exists();
-    let lock = lock_run_dir(dir, options.resume, progress)?;
-    let result = run_locked(
-        space,
-        options,
-        make_optimizer,
-        build,
-        device,
-        progress,
-        stop,
-    );
-    if result.is_err() && created && !dir.join(RUN_FILE).exists() {
-        // Refused before it began (a config error): leave no empty run directory behind.
-        drop(lock);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result
-}
-
-/// The study, its directory locked.
-fn run_locked<B: Backend>(
-    space: &Space,
-    options: &RunOptions,
-    make_optimizer: impl FnOnce() -> Result<AnyOptimizer, String>,
-    build: &EvaluatorFactory<'_, B>,
-    device: &B::Device,
-    progress: &ProgressBar,
-    stop: &AtomicBool,
-) -> Result<RunSummary, StudyError> {
     let started = Instant::now();
     let dir = &options.out;
+    let _lock = lock_run_dir(dir, options.resume, progress)?;
     let evaluators = |built: Result<_, EvalConfigError>| {
         built.map_err(|error| StudyError::Evaluators {
             space: space.file.clone(),
@@ -507,20 +478,38 @@ impl Drop for Scratch {
     }
 }
 
-/// Locks the run directory `dir` (creating it) for as long as the returned lock lives. A lock
+/// A locked run directory; dropped, it releases the lock and, when it created the directory and
+/// no run was written there (the run was refused before it began), removes it again.
+pub(crate) struct LockedRunDir {
+    lock: Option<RunLock>,
+    dir: PathBuf,
+    created: bool,
+}
+
+impl Drop for LockedRunDir {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        if self.created && !self.dir.join(RUN_FILE).exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Locks the run directory `dir` (creating it) for as long as the returned guard lives. A lock
 /// that a killed process left is taken over, with a note on `progress`; a resume of a directory
 /// that holds no run is refused before anything is created.
 pub(crate) fn lock_run_dir(
     dir: &Path,
     resume: bool,
     progress: &ProgressBar,
-) -> Result<RunLock, StudyError> {
+) -> Result<LockedRunDir, StudyError> {
     if resume && !dir.join(RUN_FILE).exists() {
         return Err(StudyError::RunDir(format!(
             "{} holds no run to resume (no {RUN_FILE})",
             dir.display()
         )));
     }
+    let created = !dir.exists();
     let lock = RunLock::acquire(dir)?;
     if let Some(holder) = lock.stale() {
         progress.suspend(|| {
@@ -531,8 +520,13 @@ pub(crate) fn lock_run_dir(
             )
         });
     }
+    let locked = LockedRunDir {
+        lock: Some(lock),
+        dir: dir.to_path_buf(),
+        created,
+    };
     remove_staging_files(dir)?;
-    Ok(lock)
+    Ok(locked)
 }
 
 /// Removes the staging files of atomic writes that a killed process left in `dir` (the lock
