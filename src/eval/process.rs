@@ -293,3 +293,47 @@ pub fn describe_exit(status: ExitStatus) -> String {
         None => "exited abnormally".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(stdout: &Stdout) -> Vec<String> {
+        stdout.pending().lines.drain(..).collect()
+    }
+
+    #[test]
+    fn output_is_read_lossily_and_within_its_limits() {
+        let stdout = Stdout::default();
+        let mut bytes = b"\xff\xfe not UTF-8\r\n".to_vec();
+        bytes.extend(vec![b'x'; MAX_LINE_BYTES + 10]);
+        bytes.extend(b"\n{\"scores\": {\"loss\": 1}}");
+        stdout.fill(&bytes[..]);
+        let lines = drain(&stdout);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "\u{fffd}\u{fffd} not UTF-8");
+        assert_eq!(lines[1].len(), MAX_LINE_BYTES, "a long line is cut");
+        assert_eq!(
+            super::super::reply::find_reply(&lines.join("\n")).map(|r| r.len()),
+            Some(1),
+            "the reply after garbage is still read"
+        );
+        assert_eq!(stdout.pending().dropped, 10);
+        assert!(stdout.pending().closed);
+
+        let flood = Stdout::default();
+        let line = vec![b'y'; 1000];
+        let mut bytes = Vec::new();
+        for _ in 0..(MAX_PENDING_BYTES / 1000 + 100) {
+            bytes.extend(&line);
+            bytes.push(b'\n');
+        }
+        flood.fill(&bytes[..]);
+        let pending = flood.pending();
+        assert!(pending.bytes <= MAX_PENDING_BYTES);
+        assert_eq!(
+            pending.bytes + pending.dropped,
+            bytes.len() - bytes.len() / 1001
+        );
+    }
+}
