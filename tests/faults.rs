@@ -730,6 +730,29 @@ fn run_eval_and_export_errors_exit_with_the_readme_codes() {
     );
     std::fs::write(&journal, &original).unwrap();
 
+    // An edited optimizer state: an error naming the file (its panic caught), not a crash.
+    let snapshot = dir.join("optimizer.json");
+    let saved = std::fs::read_to_string(&snapshot).unwrap();
+    let mut state: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    state["optimizer"]["cov"]["Full"]["b"] = serde_json::json!(["1.0"]);
+    std::fs::write(&snapshot, state.to_string()).unwrap();
+    let out = run(&space, &dir, &["--resume", "--budget", "8"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("optimizer.json: damaged: its optimizer panicked")
+            && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert_eq!(
+        read_journal(&dir).unwrap().len(),
+        4,
+        "nothing recorded is lost"
+    );
+    std::fs::write(&snapshot, saved).unwrap();
+
     // A corrupt model: 3, from every command that reads it.
     let weights = tmp.join("math").join("model.safetensors");
     std::fs::write(&weights, b"not a safetensors file").unwrap();

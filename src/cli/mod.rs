@@ -195,8 +195,9 @@ pub enum Command {
 
 /// Process-wide settings the binary makes before anything else: a file-size limit
 /// (`ulimit -f`) makes writes fail with an error naming the file instead of killing the process
-/// with SIGXFSZ.
+/// with SIGXFSZ, and a panic caught inside a trial is reported in one line.
 pub fn prepare_process() {
+    crate::study::quiet_caught_panics();
     #[cfg(unix)]
     // SAFETY: setting a signal's disposition to "ignore" installs no handler code.
     unsafe {

@@ -28,7 +28,9 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 pub use failures::{DEFAULT_MAX_FAILURES, FailurePolicy, FailureStreak};
-pub use runner::{EvaluatorFactory, TrialRunner, panic_message};
+pub use runner::{EvaluatorFactory, TrialRunner, panic_message, quiet_caught_panics};
+
+use runner::guarded;
 pub use trial::{PREDICTED_SCALAR, Scalarizer, run_trial};
 
 use crate::eval::{EvalConfigError, EvalContext, Objective, build_all};
@@ -269,9 +271,20 @@ pub fn run_with<B: Backend>(
             interrupted = true;
             break;
         }
-        let mut points = snapshot.optimizer.ask();
+        let optimizer = &mut snapshot.optimizer;
+        let mut points = optimizer_call(&snapshot_path, || optimizer.ask())?;
         if points.is_empty() {
             break;
+        }
+        if let Some(p) = points.iter().find(|p| p.len() != space.dim()) {
+            return Err(damaged(
+                &snapshot_path,
+                format!(
+                    "its optimizer proposes points of {} coordinates, the space has {}",
+                    p.len(),
+                    space.dim()
+                ),
+            ));
         }
         if let Some(b) = budget {
             points.truncate(b - done);
@@ -291,12 +304,11 @@ pub fn run_with<B: Backend>(
                 }
                 None => None,
             };
+            let optimizer = &snapshot.optimizer;
+            let predicted = optimizer_call(&snapshot_path, || optimizer.predict(point))?;
             batch.push(Pending {
                 id,
-                predicted: snapshot
-                    .optimizer
-                    .predict(point)
-                    .and_then(|p| scalarizer.predicted_scores(&p)),
+                predicted: predicted.and_then(|p| scalarizer.predicted_scores(&p)),
                 point: point.clone(),
                 done,
             });
@@ -339,7 +351,8 @@ pub fn run_with<B: Backend>(
             interrupted = true;
             break;
         };
-        snapshot.optimizer.tell(&told);
+        let optimizer = &mut snapshot.optimizer;
+        optimizer_call(&snapshot_path, || optimizer.tell(&told))?;
         snapshot.generation += 1;
         snapshot.next_id += points.len() as u64;
         let trials = finished(&recorded, snapshot.next_id);
@@ -356,6 +369,21 @@ pub fn run_with<B: Backend>(
         trials,
         interrupted,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs one call into the optimizer: a panic there (an edited `optimizer.json`, a bug) ends the
+/// run with an error naming the snapshot, everything recorded kept, instead of ending the
+/// process.
+fn optimizer_call<T>(snapshot: &Path, call: impl FnOnce() -> T) -> Result<T, StudyError> {
+    guarded(call).map_err(|message| damaged(snapshot, format!("its optimizer panicked: {message}")))
+}
+
+/// The optimizer snapshot at `path` cannot be used, for `reason`.
+fn damaged(path: &Path, reason: String) -> StudyError {
+    StudyError::Record(RecordError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{reason} (restore the file, or start a new run with another --out)"),
     })
 }
 

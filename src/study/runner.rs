@@ -8,6 +8,7 @@
 //! threads own one each, and a remote worker process can own one the same way.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::prelude::*;
@@ -115,9 +116,36 @@ impl<'a, B: Backend> TrialRunner<'a, B> {
     }
 }
 
+thread_local! {
+    /// Whether this thread is inside [`guarded`] (its panics are caught and reported).
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Runs `f`, turning a panic into its message.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()))
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let outer = GUARDED.replace(true);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.set(outer);
+    result.map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// Installs a panic hook that reports a panic caught by a guard in one line (the failed trial or
+/// the error carries its message) and leaves every other panic to the default hook.
+pub fn quiet_caught_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if GUARDED.get() {
+            let at = info
+                .location()
+                .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+            eprintln!(
+                "note: caught a panic{at}: {}",
+                panic_message(info.payload())
+            );
+        } else {
+            default(info);
+        }
+    }));
 }
 
 /// The text a panic was raised with.
