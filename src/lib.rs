@@ -1,5 +1,5 @@
 //! mergesearch: search the coefficients with which fine-tuned checkpoints of one base model are
-//! merged. See `DESIGN.md` in the shared folder for the architecture.
+//! merged. `docs/ARCHITECTURE.md` is the architecture.
 
 pub mod adamerge;
 pub mod alloc;
@@ -8,7 +8,9 @@ pub mod checkpoint;
 pub mod cli;
 pub mod device;
 pub mod eval;
+pub mod failpoint;
 pub mod fixtures;
+pub mod interrupt;
 pub mod merge;
 pub mod optim;
 pub mod pareto;

@@ -14,6 +14,7 @@ use mergesearch::rng::Rng;
 use mergesearch::space::Space;
 use mergesearch::zoo::evaluate::ZooScorer;
 use mergesearch::zoo::tasks::Split;
+use rand::Rng as _;
 use serde_json::{Map, Value};
 
 use crate::common::TempDir;
@@ -128,7 +129,7 @@ fn the_entropy_gradient_matches_central_finite_differences() {
         let n = merge.groups() * merge.experts();
         for seed in 0..3 {
             let mut rng = Rng::new(seed);
-            let x: Vec<f64> = (0..n).map(|_| 0.1 + 0.5 * rng.next_f64()).collect();
+            let x: Vec<f64> = (0..n).map(|_| 0.1 + 0.5 * rng.random::<f64>()).collect();
             let (_, grad) = loss_and_grad(&merge, &scorer, &indices, &x, &x);
             // A TIES merge elects signs with the coefficients: piecewise constant, so the loss
             // jumps where an entry's election flips and its gradient is the gradient with the
@@ -168,7 +169,7 @@ fn the_differentiable_merge_is_the_merge_its_plan_exports() {
         let (derived, merger, merge) = differentiable(&space, granularity, ties);
         let (groups, experts) = (merge.groups(), merge.experts());
         let mut rng = Rng::new(7);
-        let x: Vec<f64> = (0..groups * experts).map(|_| rng.next_f64()).collect();
+        let x: Vec<f64> = (0..groups * experts).map(|_| rng.random::<f64>()).collect();
         // The derived space names its dimensions weight[expert,group], expert-major.
         let models = derived.models.as_ref().unwrap();
         let params: Map<String, Value> = models
@@ -187,6 +188,7 @@ fn the_differentiable_merge_is_the_merge_its_plan_exports() {
             .collect();
         let plan = derived
             .decode(&derived.encode(&params).unwrap())
+            .unwrap()
             .plan
             .unwrap();
         let exported = merger.materialize(&plan).unwrap();
@@ -252,7 +254,7 @@ fn a_run_lowers_the_entropy_and_records_every_step_as_a_trial() {
     let last = &trials[25];
     assert!(last.scores.contains_key("mean/accuracy"));
     assert_eq!(
-        outcome.space.decode(&last.point).plan.unwrap(),
+        outcome.space.decode(&last.point).unwrap().plan.unwrap(),
         outcome.plan
     );
     // The first step starts every coefficient at init; later ones move.
@@ -311,6 +313,63 @@ fn options_and_spaces_it_cannot_use_are_explained() {
     .to_string();
     assert!(err.contains("--ties"), "{err}");
     assert!(!dir.join("run").exists());
+
+    // The same through the binary, each kind of error with its exit code.
+    let file = space.file.to_str().unwrap();
+    let out_dir = dir.join("cli-run");
+    let out = out_dir.to_str().unwrap();
+    let code = |args: &[&str]| {
+        let output = mergesearch(args);
+        let err = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        (output.status.code(), err)
+    };
+    let (status, err) = code(&["adamerge", file, "--ties", "2", "--out", out]);
+    assert_eq!(status, Some(2), "{err}");
+    #[cfg(not(feature = "cuda"))]
+    {
+        let (status, err) = code(&["adamerge", file, "--device", "cuda:0", "--out", out]);
+        assert_eq!(status, Some(4), "{err}");
+    }
+    let held = mergesearch::record::RunLock::acquire(&out_dir).unwrap();
+    let (status, err) = code(&["adamerge", file, "--steps", "1", "--out", out]);
+    assert_eq!(status, Some(5), "{err}");
+    assert!(err.contains("is in use by process"), "{err}");
+    drop(held);
+    // A zoo with a damaged expert.
+    let bad_zoo = dir.join("bad-zoo");
+    copy_dir(&dir.join("zoo"), &bad_zoo);
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(bad_zoo.join("zoo.json")).unwrap()).unwrap();
+    let expert = bad_zoo
+        .join(manifest["tasks"][0]["expert"].as_str().unwrap())
+        .join("model.safetensors");
+    std::fs::write(&expert, b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}").unwrap();
+    let bad_space = dir.join("bad-space.toml");
+    std::fs::write(
+        &bad_space,
+        std::fs::read_to_string(&space.file)
+            .unwrap()
+            .replace(&format!("{:?}", dir.join("zoo")), &format!("{bad_zoo:?}")),
+    )
+    .unwrap();
+    let (status, err) = code(&["adamerge", bad_space.to_str().unwrap(), "--out", out]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+/// Copies the files of `from` (recursively) into `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
 
 fn mergesearch(args: &[&str]) -> std::process::Output {

@@ -5,6 +5,7 @@ mod checkpoints;
 mod cli;
 mod common;
 mod eval;
+mod faults;
 #[cfg(feature = "wgpu")]
 mod gpu_kernels;
 mod methods;

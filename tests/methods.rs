@@ -2,6 +2,8 @@
 //! plus the edge cases: all-zero task vectors, density 0 and 1, equal magnitudes, sign ties, one
 //! expert, and determinism of the random methods.
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use std::collections::BTreeMap;
 
 use mergesearch::checkpoint::{BlockPosition, Dtype};
@@ -23,9 +25,15 @@ impl Case {
     fn random(shape: &[usize], experts: usize, seed: u64) -> Case {
         let n: usize = shape.iter().product();
         let mut rng = Rng::new(seed);
-        let base: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let base: Vec<f32> = (0..n)
+            .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
+            .collect();
         let experts = (0..experts)
-            .map(|_| base.iter().map(|b| b + 0.1 * rng.normal() as f32).collect())
+            .map(|_| {
+                base.iter()
+                    .map(|b| b + 0.1 * rng.sample::<f64, _>(StandardNormal) as f32)
+                    .collect()
+            })
             .collect();
         Case {
             shape: shape.to_vec(),

@@ -19,7 +19,8 @@ use mergesearch::study::{RunOptions, run};
 use crate::common::TempDir;
 use crate::eval::tiny_zoo;
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+/// Writes `text` to `dir/name`.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
@@ -30,29 +31,37 @@ fn load(path: &Path) -> Result<Space, String> {
 }
 
 /// A base and three experts, small.
-fn models(dir: &TempDir) -> (PathBuf, Vec<PathBuf>) {
-    let spec = SyntheticSpec {
-        layers: 2,
-        hidden: 8,
-        intermediate: 16,
-        vocab: 16,
-        dtype: Dtype::F32,
-    };
+pub fn models(dir: &TempDir) -> (PathBuf, Vec<PathBuf>) {
+    models_of(
+        dir,
+        &SyntheticSpec {
+            layers: 2,
+            hidden: 8,
+            intermediate: 16,
+            vocab: 16,
+            dtype: Dtype::F32,
+        },
+    )
+}
+
+/// A base and three experts (math, code, chat) shaped as `spec` says.
+pub fn models_of(dir: &TempDir, spec: &SyntheticSpec) -> (PathBuf, Vec<PathBuf>) {
     let base = dir.join("base");
-    write_synthetic_model(&base, &spec, 1, None, 1 << 30).unwrap();
+    write_synthetic_model(&base, spec, 1, None, 1 << 30).unwrap();
     let experts: Vec<PathBuf> = ["math", "code", "chat"]
         .iter()
         .enumerate()
         .map(|(i, name)| {
             let path = dir.join(name);
-            write_synthetic_model(&path, &spec, 1, Some(i), 1 << 30).unwrap();
+            write_synthetic_model(&path, spec, 1, Some(i), 1 << 30).unwrap();
             path
         })
         .collect();
     (base, experts)
 }
 
-fn models_table(base: &Path, experts: &[PathBuf]) -> String {
+/// The `[models]` table of a space merging `experts` into `base`.
+pub fn models_table(base: &Path, experts: &[PathBuf]) -> String {
     let experts: Vec<String> = experts
         .iter()
         .map(|e| format!("{:?}", e.display().to_string()))
@@ -82,7 +91,7 @@ fn a_layerwise_space_decodes_points_into_plans() {
     assert_eq!(space.dimensions[3 * groups].name, "density[math]");
     let init = space.initial_point();
     assert_eq!(init[groups], 0.5, "code's weights start at 1.0 of [0, 2]");
-    let decoded = space.decode(&init);
+    let decoded = space.decode(&init).unwrap();
     let plan = decoded.plan.unwrap();
     assert_eq!(plan.method, Method::Ties);
     assert_eq!(plan.shared["lambda"], ParamValue::Number(0.9));

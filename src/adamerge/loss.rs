@@ -3,6 +3,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+use rand::Rng as _;
 
 use crate::rng::{Rng, derive_seed};
 use crate::zoo::model::{Encoder, Head};
@@ -13,7 +14,11 @@ use crate::zoo::tasks::{Dataset, IMAGE_SIZE};
 pub fn sample_batch(data: &[Dataset], per_task: usize, seed: u64, step: u64) -> Vec<Vec<usize>> {
     let mut rng = Rng::new(derive_seed(seed, "adamerge-batch", step));
     data.iter()
-        .map(|d| (0..per_task).map(|_| rng.below(d.len())).collect())
+        .map(|d| {
+            (0..per_task)
+                .map(|_| rng.random_range(0..d.len()))
+                .collect()
+        })
         .collect()
 }
 

@@ -36,10 +36,10 @@ pub use loss::{entropy_loss, images, sample_batch};
 pub use merge::DifferentiableMerge;
 
 use crate::eval::{Direction, Objective, Score};
-use crate::merge::MergePlan;
+use crate::merge::{MergeError, MergePlan};
 use crate::record::{Journal, RecordError, Status, TrialRecord, now, update_front, write_trials};
 use crate::space::{Space, SpaceError};
-use crate::study::{StudyError, prepare_dir, run_info};
+use crate::study::{StudyError, lock_run_dir, prepare_dir, run_info};
 use crate::zoo::build::ZooError;
 use crate::zoo::evaluate::{TaskScores, ZooScorer};
 use crate::zoo::tasks::Split;
@@ -164,8 +164,8 @@ pub enum AdaMergeError {
     #[error(transparent)]
     Study(#[from] StudyError),
     /// Loading the models.
-    #[error("{0}")]
-    Models(String),
+    #[error(transparent)]
+    Models(#[from] MergeError),
 }
 
 impl From<RecordError> for AdaMergeError {
@@ -297,15 +297,14 @@ pub fn adamerge<B: AutodiffBackend>(
     // autodiff graph.
     let reporter = ZooScorer::<B::InnerBackend>::open(&zoo, options.split, device)?;
     let models = space.models.as_ref().expect("a zoo space has models");
-    let merger = models
-        .merger::<B::InnerBackend>(device)
-        .map_err(|e| AdaMergeError::Models(e.to_string()))?;
+    let merger = models.merger::<B::InnerBackend>(device)?;
     let merge = DifferentiableMerge::<B>::new(&merger, options.ties);
     let (groups, experts) = (merge.groups(), merge.experts());
     let names = coefficient_names(&space, options.granularity);
     debug_assert_eq!(names.len(), groups * experts);
 
     let objectives = vec![Objective::new(LOSS, Direction::Minimize)];
+    let _lock = lock_run_dir(out, false, progress)?;
     let mut info = prepare_dir(out, false, run_info(&space, "adamerge", objectives)?)?;
     let mut journal = Journal::open(out)?;
     let record = |id: u64, x: &[f64], scores, started| -> Result<TrialRecord, AdaMergeError> {
@@ -323,7 +322,10 @@ pub fn adamerge<B: AutodiffBackend>(
             id,
             generation: id,
             status: Status::Ok,
-            params: space.decode(&point).params,
+            params: space
+                .decode(&point)
+                .map_err(|e| AdaMergeError::Option(format!("coefficients outside the space: {e}")))?
+                .params,
             point,
             scores,
             scalar: loss.map(|l| -l),
@@ -333,7 +335,8 @@ pub fn adamerge<B: AutodiffBackend>(
             finished: now(),
             error: None,
             predicted: None,
-        })
+        }
+        .with_finite_values())
     };
 
     let (low, high) = options.bounds();
@@ -388,7 +391,9 @@ pub fn adamerge<B: AutodiffBackend>(
     let scores = task_scores(&tasks, &entropies, total, Some(&learned));
     let last = record(options.steps as u64, &x, scores, started)?;
     journal.append(&last)?;
-    let decoded = space.decode(&last.point);
+    let decoded = space
+        .decode(&last.point)
+        .map_err(|e| AdaMergeError::Option(format!("coefficients outside the space: {e}")))?;
     trials.push(last.clone());
     write_trials(out, &trials, &info.dimensions)?;
     update_front(out, &mut info, &trials, options.steps as u64 + 1)?;

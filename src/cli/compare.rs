@@ -124,7 +124,7 @@ fn test_scores(args: &CompareArgs, runs: &[GridRun]) -> anyhow::Result<Vec<Optio
                     return Ok(None);
                 };
                 let plan = space
-                    .decode(&best.point)
+                    .decode(&best.point)?
                     .plan
                     .context("a zoo space decodes to a merge")?;
                 let scores = baselines.score(&plan, Split::Test)?;

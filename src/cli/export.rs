@@ -10,7 +10,7 @@ use super::{progress_bar, tensor_bar};
 use crate::checkpoint::ModelSet;
 use crate::device::DeviceSpec;
 use crate::merge::{MergePlan, Method, ParamValue, StreamOptions, merge_streaming};
-use crate::record::{RUN_FILE, RunInfo, read_journal, read_json};
+use crate::record::{JOURNAL_FILE, RUN_FILE, RunInfo, read_journal, read_json};
 use crate::space::{Models, Space};
 
 /// Writes trial `id` of the run in `run` to `out`.
@@ -34,7 +34,10 @@ pub fn export(
     let resolved: toml::Value = serde_json::from_value(info.space.clone())
         .context("run.json: the recorded space does not parse")?;
     let space = Space::from_resolved(&info.space_file, resolved, &progress_bar("zoo", "steps"))?;
-    let (Some(models), Some(plan)) = (&space.models, space.decode(&trial.point).plan) else {
+    let decoded = space
+        .decode(&trial.point)
+        .with_context(|| format!("{}: trial {id}", run.join(JOURNAL_FILE).display()))?;
+    let (Some(models), Some(plan)) = (&space.models, decoded.plan) else {
         bail!(
             "the space of {} has no models: trial {id} is a set of parameters, not a merge: {}",
             run.display(),

@@ -5,6 +5,7 @@ mod adamerge;
 mod bench;
 mod compare;
 mod demo;
+mod exit;
 mod export;
 mod front;
 mod inspect;
@@ -23,6 +24,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub use adamerge::AdaMergeArgs;
 pub use bench::BenchCommand;
 pub use compare::CompareArgs;
+pub use exit::{
+    EXIT_CONFIG, EXIT_DEVICE, EXIT_FAILURES, EXIT_INPUT, EXIT_LOCKED, EXIT_OTHER, Interrupted,
+    UsageError, exit_code,
+};
 pub use inspect::report as inspect_report;
 pub use merge_config::{ConfigError, MergeConfig, parse_granularity, parse_size};
 pub use study::{RunArgs, load_space, make_optimizer};
@@ -207,6 +212,18 @@ pub enum Command {
     },
 }
 
+/// Process-wide settings the binary makes before anything else: a file-size limit
+/// (`ulimit -f`) makes writes fail with an error naming the file instead of killing the process
+/// with SIGXFSZ, and a panic caught inside a trial is reported in one line.
+pub fn prepare_process() {
+    crate::study::quiet_caught_panics();
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -264,6 +281,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let summary = study::run(&args)?;
             study::print_summary(&summary);
+            if summary.interrupted {
+                return Err(Interrupted.into());
+            }
             Ok(())
         }
         Command::Eval {

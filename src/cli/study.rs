@@ -1,20 +1,19 @@
 //! `mergesearch run`, `eval` and `best`: search runs from the command line.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use burn::prelude::Backend;
 use serde_json::json;
 
-use super::progress_bar;
+use super::{UsageError, progress_bar};
 use crate::device::DeviceSpec;
 use crate::eval::{EvalContext, build_all};
+use crate::interrupt;
 use crate::optim::{AnyOptimizer, Cmaes, CmaesOptions, by_name};
 use crate::record::{Status, TrialRecord, read_journal};
 use crate::space::Space;
-use crate::study::{RunOptions, RunSummary, Scalarizer, best_trial, run as run_study, run_trial};
+use crate::study::{RunOptions, RunSummary, Scalarizer, TrialRunner, best_trial, run as run_study};
 
 /// What `mergesearch run` was asked.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +44,10 @@ pub struct RunArgs {
     /// Trials evaluated at once.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Stop after this many failed trials in a row (overrides budget.max_failures, default 10;
+    /// 0 never stops). The run can be resumed once the cause is fixed.
+    #[arg(long, value_name = "N")]
+    pub max_failures: Option<usize>,
     /// Start from a trial of another run (RUN for its best trial, RUN:ID for trial ID, e.g. the
     /// last step of `mergesearch adamerge`): parameters of the same name become the space's
     /// initial point (CMA-ES's mean; NSGA-II, MAP and GP-BO evaluate it first).
@@ -59,12 +62,24 @@ pub fn load_space(
     seed: Option<u64>,
     budget: Option<usize>,
 ) -> anyhow::Result<Space> {
+    load_space_with(
+        path,
+        set,
+        &[("seed", seed), ("budget.trials", budget.map(|b| b as u64))],
+    )
+}
+
+/// Loads the space with `set` and then each `(key, value)` that has a value as an override.
+fn load_space_with(
+    path: &Path,
+    set: &[String],
+    shorthands: &[(&str, Option<u64>)],
+) -> anyhow::Result<Space> {
     let mut overrides = set.to_vec();
-    if let Some(seed) = seed {
-        overrides.push(format!("seed={seed}"));
-    }
-    if let Some(budget) = budget {
-        overrides.push(format!("budget.trials={budget}"));
+    for (key, value) in shorthands {
+        if let Some(value) = value {
+            overrides.push(format!("{key}={value}"));
+        }
     }
     Ok(Space::load(
         path,
@@ -131,9 +146,17 @@ pub fn start_from(space: &mut Space, from: &str) -> anyhow::Result<usize> {
     Ok(taken)
 }
 
-/// Runs a study; Ctrl-C stops it after the trials in flight.
+/// Runs a study; Ctrl-C stops it after the trials in flight, a second Ctrl-C at once.
 pub fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
-    let mut space = load_space(&args.space, &args.set, args.seed, args.budget)?;
+    let mut space = load_space_with(
+        &args.space,
+        &args.set,
+        &[
+            ("seed", args.seed),
+            ("budget.trials", args.budget.map(|b| b as u64)),
+            ("budget.max_failures", args.max_failures.map(|n| n as u64)),
+        ],
+    )?;
     if let Some(from) = &args.init_from {
         let taken = start_from(&mut space, from)?;
         eprintln!(
@@ -149,16 +172,7 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(format!("{}-{}", space.name, args.optimizer))
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    // A second handler cannot be installed (tests run several studies in one process): then
-    // Ctrl-C keeps its default meaning.
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after the trials in flight (Ctrl-C again to quit at once)");
-    });
+    let stop = interrupt::stop_flag();
     let options = RunOptions {
         optimizer: args.optimizer.clone(),
         out: out.clone(),
@@ -173,7 +187,7 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
         || make_optimizer(&args.optimizer, space),
         &device,
         &bar,
-        &stop
+        stop
     ))
     .with_context(|| format!("run {}", out.display()))?;
     bar.finish_and_clear();
@@ -232,30 +246,38 @@ pub fn eval(
     device: DeviceSpec,
 ) -> anyhow::Result<()> {
     let space = load_space(space_path, set, None, None)?;
+    let usage = |problem: String| anyhow::Error::from(UsageError(problem));
     let point: Vec<f64> = match (point, params) {
-        (Some(text), None) => serde_json::from_str(text)
-            .context("--point must be a JSON list of numbers in [0, 1]")?,
+        (Some(text), None) => serde_json::from_str(text).map_err(|e| {
+            usage(format!(
+                "--point must be a JSON list of numbers in [0, 1] ({e})"
+            ))
+        })?,
         (None, Some(file)) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-                .with_context(|| {
-                    format!("{}: not a JSON object of named parameters", file.display())
+                .map_err(|e| {
+                    usage(format!(
+                        "{}: not a JSON object of named parameters ({e})",
+                        file.display()
+                    ))
                 })?;
             space
                 .encode(&map)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                .map_err(|e| usage(format!("{}: {e}", file.display())))?
         }
-        _ => bail!("give exactly one of --point and --params"),
+        _ => return Err(usage("give exactly one of --point and --params".into())),
     };
     if point.len() != space.dim() || point.iter().any(|u| !(0.0..=1.0).contains(u)) {
-        bail!(
+        return Err(usage(format!(
             "the point must have {} coordinates, each in [0, 1] (the dimensions: {:?})",
             space.dim(),
             space.dimensions.iter().map(|d| &d.name).collect::<Vec<_>>()
-        );
+        )));
     }
     let device = device.open()?;
+    interrupt::abort_on_ctrl_c();
     let record =
         crate::with_backend!(device, |B, device| eval_point::<B>(&space, &point, &device))?;
     let scores: serde_json::Map<String, serde_json::Value> = record
@@ -318,16 +340,14 @@ fn eval_point<B: Backend>(
         seed: space.seed,
         progress: progress_bar("zoo", "steps"),
     };
-    let mut evaluators = build_all::<B>(&space.evaluators, &context, device)?;
-    let scalarizer =
-        Scalarizer::new(&space.objectives, &evaluators).map_err(|e| anyhow::anyhow!(e))?;
-    Ok(run_trial(
-        space,
-        merger.as_ref(),
-        &mut evaluators,
-        &scalarizer,
-        0,
-        0,
-        point,
-    ))
+    let build = || build_all::<B>(&space.evaluators, &context, device);
+    let evaluators = build()?;
+    let scalarizer = Scalarizer::new(&space.objectives, &evaluators).map_err(|problem| {
+        crate::study::StudyError::Objectives {
+            space: space.file.clone(),
+            problem,
+        }
+    })?;
+    let mut runner = TrialRunner::new(space, merger.as_ref(), &scalarizer, &build, evaluators);
+    Ok(runner.run(0, 0, point))
 }

@@ -97,6 +97,7 @@ pub fn run_grid(
             resume: dir.join(RUN_FILE).exists(),
             device,
             workers,
+            max_failures: None,
             init_from: None,
         };
         for (key, value) in &combination {

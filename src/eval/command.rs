@@ -82,8 +82,12 @@ impl CommandEvaluator {
         }
         let reply = find_reply(&stdout).ok_or_else(|| {
             let shown = super::reply::clip(stdout.trim(), 300);
+            let dropped = match process.dropped_stdout() {
+                0 => String::new(),
+                n => format!(", {n} more bytes dropped"),
+            };
             with_stderr(
-                format!("printed no JSON object on stdout (stdout: {shown:?})"),
+                format!("printed no JSON object on stdout (stdout: {shown:?}{dropped})"),
                 &process,
             )
         })?;

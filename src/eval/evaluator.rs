@@ -60,7 +60,10 @@ impl Objective {
 /// One measured value.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Score {
-    /// The value.
+    /// The value (NaN where a record holds `null`: see [`TrialRecord::with_finite_values`]).
+    ///
+    /// [`TrialRecord::with_finite_values`]: crate::record::TrialRecord::with_finite_values
+    #[serde(deserialize_with = "crate::record::number_or_nan")]
     pub value: f64,
     /// Its standard error, when the evaluator can estimate one.
     pub stderr: Option<f64>,

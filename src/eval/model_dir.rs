@@ -9,6 +9,7 @@ use super::evaluator::Trial;
 use super::{EvalConfigError, EvalContext};
 use crate::checkpoint::{DEFAULT_MAX_SHARD_BYTES, Dtype, Model, ModelWriter, TensorSpec};
 use crate::merge::{Candidate, host_values};
+use crate::{failpoint, interrupt};
 
 /// Writes candidates in the base model's dtypes, next to copies of the base's non-weight files.
 pub struct CandidateWriter {
@@ -30,9 +31,19 @@ impl WrittenModel {
     }
 }
 
+impl WrittenModel {
+    /// Claims `dir` for a candidate: it is removed when this is dropped, or on a hard stop
+    /// ([`crate::interrupt`]).
+    fn claim(dir: PathBuf) -> WrittenModel {
+        interrupt::register_scratch(&dir);
+        WrittenModel { dir }
+    }
+}
+
 impl Drop for WrittenModel {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        interrupt::unregister_scratch(&self.dir);
     }
 }
 
@@ -80,12 +91,18 @@ impl CandidateWriter {
         let fail = |e: crate::checkpoint::CheckpointError| {
             format!("cannot write the candidate to {}: {e}", dir.display())
         };
+        // Claimed before the first byte: a write that fails half way (a full disk, a file-size
+        // limit) leaves nothing behind.
+        let written = WrittenModel::claim(dir.clone());
         let mut writer =
             ModelWriter::create(&dir, specs, DEFAULT_MAX_SHARD_BYTES, true).map_err(fail)?;
-        for (name, _, values) in &candidate.tensors {
+        for (i, (name, _, values)) in candidate.tensors.iter().enumerate() {
             writer
                 .write(name, &host_values(values.clone()))
                 .map_err(fail)?;
+            if i == 0 {
+                failpoint::hit(failpoint::CANDIDATE_WRITE);
+            }
         }
         if self.base_is_dir {
             let dtype = self.dtypes.first().map_or(Dtype::F32, |(_, d)| *d);
@@ -94,7 +111,7 @@ impl CandidateWriter {
                 .map_err(fail)?;
         }
         writer.finish().map_err(fail)?;
-        Ok(WrittenModel { dir })
+        Ok(written)
     }
 }
 

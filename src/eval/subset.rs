@@ -10,6 +10,8 @@
 //!   and its weight is its cluster's share of the split. Items that the panel answers alike
 //!   behave alike for merges of the panel's models too, so one stands for many.
 
+use rand::Rng as _;
+use rand::seq::SliceRandom as _;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::{Rng, derive_seed};
@@ -191,7 +193,7 @@ impl Subset {
 /// order, and whatever a small class cannot give passed on to classes that still have items.
 fn class_quotas(members: &[Vec<usize>], size: usize, rng: &mut Rng) -> Vec<usize> {
     let mut order: Vec<usize> = (0..members.len()).collect();
-    rng.shuffle(&mut order);
+    order.shuffle(rng);
     let mut quota = vec![0usize; members.len()];
     let mut left = size;
     while left > 0 {
@@ -227,7 +229,7 @@ fn sorted(items: Vec<usize>, weights: Vec<f64>) -> Subset {
 fn sample_without_replacement(n: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
     let mut pool: Vec<usize> = (0..n).collect();
     for i in 0..k.min(n) {
-        let j = i + rng.below(n - i);
+        let j = i + rng.random_range(0..n - i);
         pool.swap(i, j);
     }
     pool.truncate(k.min(n));
@@ -250,12 +252,12 @@ fn nearest(point: &[f32], centres: &[Vec<f32>]) -> (usize, f64) {
 /// Lloyd's k-means from a k-means++ start: `k` centres of `points`.
 fn kmeans(points: &[Vec<f32>], k: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
     const ITERATIONS: usize = 25;
-    let mut centres = vec![points[rng.below(points.len())].clone()];
+    let mut centres = vec![points[rng.random_range(0..points.len())].clone()];
     let mut closest: Vec<f64> = points.iter().map(|p| distance(p, &centres[0])).collect();
     while centres.len() < k {
         let total: f64 = closest.iter().sum();
         let next = if total > 0.0 {
-            let mut target = rng.next_f64() * total;
+            let mut target = rng.random::<f64>() * total;
             closest
                 .iter()
                 .position(|&d| {
@@ -264,7 +266,7 @@ fn kmeans(points: &[Vec<f32>], k: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
                 })
                 .unwrap_or(points.len() - 1)
         } else {
-            rng.below(points.len())
+            rng.random_range(0..points.len())
         };
         centres.push(points[next].clone());
         for (d, p) in closest.iter_mut().zip(points) {

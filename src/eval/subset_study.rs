@@ -3,6 +3,7 @@
 //! subsets are drawn once per seed, as a search would draw them once per run, so the error
 //! includes the bias of a fixed draw across merges.
 
+use rand::Rng as _;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -185,9 +186,9 @@ fn random_merge(rng: &mut Rng, experts: usize, groups: usize, layerwise: bool) -
     let mut plan = MergePlan::new(Method::TaskArithmetic, experts, 0);
     for expert in &mut plan.experts {
         let weight = if layerwise {
-            ParamValue::PerGroup((0..groups).map(|_| 0.8 * rng.next_f64()).collect())
+            ParamValue::PerGroup((0..groups).map(|_| 0.8 * rng.random::<f64>()).collect())
         } else {
-            ParamValue::Number(0.8 * rng.next_f64())
+            ParamValue::Number(0.8 * rng.random::<f64>())
         };
         expert.insert("weight".into(), weight);
     }

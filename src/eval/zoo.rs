@@ -272,12 +272,17 @@ impl<B: Backend> Evaluator<B> for ZooEvaluator<B> {
     }
 }
 
-/// Builds the zoo in `dir` with the default config unless a readable one is already there.
+/// Builds the zoo in `dir` with the default config unless a readable one drawn from this
+/// version's random streams is already there (one from other streams is rebuilt from its config).
 pub fn ensure_built(dir: &Path, progress: &ProgressBar) -> Result<(), ZooError> {
-    if !matches!(read_manifest(dir), Ok(Some(_))) {
-        progress.set_message(format!("building the zoo in {} (once)", dir.display()));
-        build(dir, &ZooConfig::default(), progress)?;
-    }
+    let config = match read_manifest(dir) {
+        Ok(Some(manifest)) if manifest.is_built_from(&manifest.config) => return Ok(()),
+        // Drawn from other random streams (an older mergesearch): rebuilt from its own config.
+        Ok(Some(manifest)) => manifest.config,
+        _ => ZooConfig::default(),
+    };
+    progress.set_message(format!("building the zoo in {} (once)", dir.display()));
+    build(dir, &config, progress)?;
     Ok(())
 }
 

@@ -47,6 +47,8 @@
 //! **Resume.** The whole state serializes, every float bit-exactly (see [`super::exact`]): after a
 //! JSON round trip the next ask gives the same points as without one.
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use super::covariance::Cov;
@@ -479,7 +481,7 @@ impl Cmaes {
         self.restarts += 1;
         self.rng = Rng::new(derive_seed(self.seed, "optim/cmaes", self.restarts as u64));
         self.mean = if self.bounded {
-            (0..self.dim).map(|_| self.rng.next_f64()).collect()
+            (0..self.dim).map(|_| self.rng.random::<f64>()).collect()
         } else {
             self.mean0.clone()
         };
@@ -663,7 +665,9 @@ impl Optimizer for Cmaes {
         let lambda = self.params.lambda;
         let mut points = Vec::with_capacity(lambda);
         for _ in 0..lambda {
-            let z: Vec<f64> = (0..self.dim).map(|_| self.rng.normal()).collect();
+            let z: Vec<f64> = (0..self.dim)
+                .map(|_| self.rng.sample::<f64, _>(StandardNormal))
+                .collect();
             let step = self.cov.step(&z);
             points.push(
                 self.mean

@@ -75,7 +75,7 @@ fn benchmark_run(name: &str, seed: u64) -> Option<u64> {
     let (f, mean, budget): (Objective, Vec<f64>, u64) = match name {
         "sphere" | "ellipsoid" => {
             let mut rng = Rng::new(derive_seed(seed, "test/x0", 0));
-            let x0 = (0..dim).map(|_| rng.next_f64()).collect();
+            let x0 = (0..dim).map(|_| rng.random::<f64>()).collect();
             let f = if name == "sphere" { sphere } else { ellipsoid };
             (f, x0, 20_000)
         }
@@ -152,7 +152,7 @@ fn sep_run(f: Objective, seed: u64, target: f64, budget: u64) -> Option<u64> {
     let dim = 100;
     let mut rng = Rng::new(derive_seed(seed, "test/x0", 0));
     let options = CmaesOptions {
-        mean: Some((0..dim).map(|_| rng.next_f64()).collect()),
+        mean: Some((0..dim).map(|_| rng.random::<f64>()).collect()),
         sigma: 0.5,
         bounded: false,
         covariance: CovarianceModel::Separable,

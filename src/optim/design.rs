@@ -14,6 +14,9 @@
 //! * [`Grid`]: the full factorial of a number of levels per coordinate, enumerated in a fixed
 //!   order; once every point has been asked, asks return nothing.
 
+use rand::Rng as _;
+use rand::RngCore as _;
+use rand::seq::SliceRandom as _;
 use serde::{Deserialize, Serialize};
 
 use super::joe_kuo::{DIRECTIONS, MAX_DIM};
@@ -232,9 +235,9 @@ impl Optimizer for LatinHypercube {
         let mut points = vec![vec![0.0; self.dim]; n];
         let mut strata: Vec<usize> = (0..n).collect();
         for d in 0..self.dim {
-            self.rng.shuffle(&mut strata);
+            strata.shuffle(&mut self.rng);
             for (point, &stratum) in points.iter_mut().zip(&strata) {
-                point[d] = (stratum as f64 + self.rng.next_f64()) / n as f64;
+                point[d] = (stratum as f64 + self.rng.random::<f64>()) / n as f64;
             }
         }
         points

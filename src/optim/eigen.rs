@@ -116,6 +116,8 @@ fn rotate(m: &mut [f64], v: &mut [f64], n: usize, p: usize, q: usize) -> bool {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+    use rand::Rng as _;
+    use rand_distr::StandardNormal;
 
     /// `B diag(values) Bᵀ`.
     fn reassemble(e: &SymmetricEigen, n: usize) -> Vec<f64> {
@@ -135,7 +137,9 @@ mod tests {
         let mut rng = Rng::new(1);
         for n in [1, 2, 3, 10, 40] {
             // A covariance-like matrix: G Gᵀ with a wide spread of scales, plus a bit of ridge.
-            let g: Vec<f64> = (0..n * n).map(|_| rng.normal()).collect();
+            let g: Vec<f64> = (0..n * n)
+                .map(|_| rng.sample::<f64, _>(StandardNormal))
+                .collect();
             let mut a = vec![0.0; n * n];
             for i in 0..n {
                 for j in 0..n {

@@ -48,6 +48,7 @@ pub mod vec {
 
 #[cfg(test)]
 mod tests {
+    use rand::RngCore as _;
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

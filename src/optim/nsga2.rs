@@ -34,6 +34,7 @@
 //! [`super::exact`]), the generator and counters; ranks and crowding distances (infinite at the
 //! boundaries) are recomputed, never stored.
 
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use super::design::{LatinHypercube, Sobol};
@@ -97,7 +98,7 @@ pub(crate) fn design_points(
         InitialDesign::Random => {
             let mut rng = Rng::new(seed);
             (0..n)
-                .map(|_| (0..dim).map(|_| rng.next_f64()).collect())
+                .map(|_| (0..dim).map(|_| rng.random::<f64>()).collect())
                 .collect()
         }
         // Lhs, or Sobol beyond its dimensions. `dim` and `n` are positive here.
@@ -311,9 +312,9 @@ impl Nsga2 {
     /// The index of a tournament winner among the parents.
     fn tournament(&mut self, rank: &[usize], crowd: &[f64]) -> usize {
         let n = self.parents.len();
-        let a = self.rng.below(n);
-        let b = self.rng.below(n);
-        let coin = self.rng.next_f64() < 0.5;
+        let a = self.rng.random_range(0..n);
+        let b = self.rng.random_range(0..n);
+        let coin = self.rng.random::<f64>() < 0.5;
         match rank[a].cmp(&rank[b]).then(crowd[b].total_cmp(&crowd[a])) {
             std::cmp::Ordering::Less => a,
             std::cmp::Ordering::Greater => b,
@@ -480,7 +481,7 @@ impl Variation {
     /// bounded form of Deb's NSGA-II code): two children, each in `[0, 1]^d`.
     pub fn sbx(&self, a: &[f64], b: &[f64], rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
         let (mut c1, mut c2) = (a.to_vec(), b.to_vec());
-        if rng.next_f64() >= self.crossover_prob {
+        if rng.random::<f64>() >= self.crossover_prob {
             return (c1, c2);
         }
         let power = 1.0 / (self.eta_c + 1.0);
@@ -493,11 +494,11 @@ impl Variation {
             }
         };
         for i in 0..a.len() {
-            if rng.next_f64() >= 0.5 {
+            if rng.random::<f64>() >= 0.5 {
                 continue;
             }
-            let u = rng.next_f64();
-            let swap = rng.next_f64() < 0.5;
+            let u = rng.random::<f64>();
+            let swap = rng.random::<f64>() < 0.5;
             let (y1, y2) = (a[i].min(b[i]), a[i].max(b[i]));
             if y2 - y1 <= 1e-14 {
                 continue;
@@ -515,7 +516,7 @@ impl Variation {
     /// `mutation_prob`, in place; the point stays in `[0, 1]^d`.
     pub fn mutate(&self, x: &mut [f64], rng: &mut Rng) {
         for xi in x.iter_mut() {
-            if rng.next_f64() < self.mutation_prob {
+            if rng.random::<f64>() < self.mutation_prob {
                 *xi = self.polynomial(*xi, rng);
             }
         }
@@ -523,7 +524,7 @@ impl Variation {
 
     /// Mutates one coordinate, chosen at random, until it changes (a few tries at most).
     pub fn mutate_one(&self, x: &mut [f64], rng: &mut Rng) {
-        let i = rng.below(x.len());
+        let i = rng.random_range(0..x.len());
         for _ in 0..8 {
             let y = self.polynomial(x[i], rng);
             if y != x[i] {
@@ -531,12 +532,12 @@ impl Variation {
                 return;
             }
         }
-        x[i] = rng.next_f64();
+        x[i] = rng.random::<f64>();
     }
 
     /// One polynomial-mutation step of `y` in `[0, 1]`.
     fn polynomial(&self, y: f64, rng: &mut Rng) -> f64 {
-        let u = rng.next_f64();
+        let u = rng.random::<f64>();
         let power = 1.0 / (self.eta_m + 1.0);
         let deltaq = if u <= 0.5 {
             let xy = 1.0 - y;

@@ -69,10 +69,10 @@ fn variation_keeps_points_in_the_cube_and_moves_them() {
             .map(|i| match i {
                 0 => 0.0,
                 1 => 1.0,
-                _ => rng.next_f64(),
+                _ => rng.random::<f64>(),
             })
             .collect();
-        let b: Vec<f64> = (0..4).map(|_| rng.next_f64()).collect();
+        let b: Vec<f64> = (0..4).map(|_| rng.random::<f64>()).collect();
         let (mut c1, mut c2) = variation.sbx(&a, &b, &mut rng);
         assert!(c1.iter().chain(&c2).all(|x| (0.0..=1.0).contains(x)));
         variation.mutate(&mut c1, &mut rng);

@@ -2,6 +2,7 @@
 //! beat at equal budget, and with many parallel workers and few evaluations it is often not far
 //! behind.
 
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use super::{OptimError, Optimizer, Told, check_dim_batch};
@@ -36,7 +37,7 @@ impl RandomSearch {
 impl Optimizer for RandomSearch {
     fn ask(&mut self) -> Vec<Vec<f64>> {
         (0..self.batch)
-            .map(|_| (0..self.dim).map(|_| self.rng.next_f64()).collect())
+            .map(|_| (0..self.dim).map(|_| self.rng.random::<f64>()).collect())
             .collect()
     }
 

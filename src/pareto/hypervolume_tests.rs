@@ -5,6 +5,8 @@ use super::*;
 use crate::pareto::hv3::hv3;
 use crate::pareto::wfg::wfg;
 use crate::rng::Rng;
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 
 /// The union volume by coordinate compression: the grid of every point's and the reference's
 /// coordinates, summing the cells whose upper corner some point weakly dominates.
@@ -68,13 +70,19 @@ fn random_points(rng: &mut Rng, kind: usize, n: usize, dim: usize) -> Vec<Vec<f6
     for _ in 0..n {
         let point = match kind {
             0 => {
-                let v: Vec<f64> = (0..dim).map(|_| rng.normal().abs() + 1e-3).collect();
+                let v: Vec<f64> = (0..dim)
+                    .map(|_| rng.sample::<f64, _>(StandardNormal).abs() + 1e-3)
+                    .collect();
                 let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
                 v.into_iter().map(|x| x / norm).collect()
             }
-            1 => (0..dim).map(|_| rng.next_f64()).collect(),
-            _ if !points.is_empty() && rng.below(4) == 0 => points[rng.below(points.len())].clone(),
-            _ => (0..dim).map(|_| rng.below(5) as f64 / 4.0).collect(),
+            1 => (0..dim).map(|_| rng.random::<f64>()).collect(),
+            _ if !points.is_empty() && rng.random_range(0..4) == 0 => {
+                points[rng.random_range(0..points.len())].clone()
+            }
+            _ => (0..dim)
+                .map(|_| rng.random_range(0..5) as f64 / 4.0)
+                .collect(),
         };
         points.push(point);
     }
@@ -83,7 +91,7 @@ fn random_points(rng: &mut Rng, kind: usize, n: usize, dim: usize) -> Vec<Vec<f6
 
 /// A reference point below most of the unit cube, above some points in some objectives.
 fn random_reference(rng: &mut Rng, dim: usize) -> Vec<f64> {
-    (0..dim).map(|_| 0.3 * rng.next_f64() - 0.1).collect()
+    (0..dim).map(|_| 0.3 * rng.random::<f64>() - 0.1).collect()
 }
 
 fn assert_close(got: f64, expected: f64, what: &str) {
@@ -110,7 +118,7 @@ fn every_algorithm_matches_brute_force() {
         let mut rng = Rng::new(100 + seed);
         for dim in 1..=5 {
             for kind in 0..3 {
-                let n = 1 + rng.below(brute_size(dim));
+                let n = 1 + rng.random_range(0..brute_size(dim));
                 let points = random_points(&mut rng, kind, n, dim);
                 let reference = random_reference(&mut rng, dim);
                 let expected = brute(&points, &reference);

@@ -3,22 +3,23 @@
 use super::*;
 use crate::pareto::dominance::{Relation, relation};
 use crate::rng::Rng;
+use rand::Rng as _;
 
 /// Random points in `[0, 1)^dim`; with `levels > 0` quantized to that many levels (ties), and
 /// about a fifth of them exact copies of earlier points (duplicates).
 fn random_points(rng: &mut Rng, n: usize, dim: usize, levels: usize) -> Vec<Vec<f64>> {
     let mut points: Vec<Vec<f64>> = Vec::with_capacity(n);
     for _ in 0..n {
-        if !points.is_empty() && rng.below(5) == 0 {
-            let copy = points[rng.below(points.len())].clone();
+        if !points.is_empty() && rng.random_range(0..5) == 0 {
+            let copy = points[rng.random_range(0..points.len())].clone();
             points.push(copy);
             continue;
         }
         points.push(
             (0..dim)
                 .map(|_| match levels {
-                    0 => rng.next_f64(),
-                    _ => rng.below(levels) as f64 / levels as f64,
+                    0 => rng.random::<f64>(),
+                    _ => rng.random_range(0..levels) as f64 / levels as f64,
                 })
                 .collect(),
         );
@@ -57,7 +58,7 @@ fn sort_matches_brute_force() {
         let mut rng = Rng::new(seed);
         for dim in 2..=4 {
             for levels in [0, 3, 6] {
-                let n = 20 + rng.below(60);
+                let n = 20 + rng.random_range(0..60);
                 let points = random_points(&mut rng, n, dim, levels);
                 let fronts = non_dominated_sort(&points).unwrap();
                 let mut rank = vec![usize::MAX; n];

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::atomic::write_atomic;
 use super::trial::{Status, TrialRecord};
 use super::write_table;
 use super::{RecordError, RunInfo};
@@ -100,15 +101,35 @@ pub fn update_front(
         hypervolume: volume,
     };
     let path = dir.join(HYPERVOLUME_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| RecordError::io(&path, e))?;
-    writeln!(
-        file,
-        "{}",
-        serde_json::to_string(&line).expect("history serializes")
-    )
-    .map_err(|e| RecordError::io(&path, e))
+    // Rewritten whole (it is small) so that a batch recorded again after a crash replaces its
+    // line instead of repeating it.
+    let mut history: Vec<HypervolumePoint> = read_history(&path)?
+        .into_iter()
+        .filter(|h| h.generation < generation)
+        .collect();
+    history.push(line);
+    let mut text = String::new();
+    for h in &history {
+        text.push_str(&serde_json::to_string(h).map_err(|e| RecordError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?);
+        text.push('\n');
+    }
+    write_atomic(&path, |file| {
+        file.write_all(text.as_bytes())
+            .map_err(|e| RecordError::io(&path, e))
+    })
+}
+
+/// The hypervolume history in `path` (empty when there is none); unreadable lines are skipped.
+pub fn read_history(path: &Path) -> Result<Vec<HypervolumePoint>, RecordError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(RecordError::io(path, e)),
+    }
 }

@@ -1,14 +1,17 @@
 //! The append-only trial journal (`trials.jsonl`): one JSON line per finished trial, flushed and
 //! synced before the next, so a crash or `kill -9` at any moment loses no finished trial. A line
 //! cut off by a crash is ignored when reading (that trial did not finish being recorded, and is
-//! run again on resume).
+//! run again on resume). Non-finite scores are never written (they would become `null`): a trial
+//! that reports one is recorded as failed, naming the objective.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use super::RecordError;
+use super::atomic::sync_parent;
 use super::trial::TrialRecord;
+use crate::failpoint;
 
 /// The journal file of a run directory.
 pub const JOURNAL_FILE: &str = "trials.jsonl";
@@ -36,20 +39,34 @@ impl Journal {
                     .map_err(io)?;
             }
         }
+        let created = !path.exists();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
+        if created {
+            sync_parent(&path)?;
+        }
         Ok(Journal { path, file })
     }
 
-    /// Appends one trial and syncs it to disk.
+    /// Appends one trial (as [`TrialRecord::with_finite_values`] has it, so that the line reads
+    /// back) and syncs it to disk.
     pub fn append(&mut self, trial: &TrialRecord) -> Result<(), RecordError> {
-        let mut line = serde_json::to_string(trial).expect("trial records serialize");
+        let trial = trial.clone().with_finite_values();
+        let mut line = serde_json::to_string(&trial).map_err(|e| RecordError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("trial {} cannot be written: {e}", trial.id),
+        })?;
         line.push('\n');
+        let (first, second) = line.as_bytes().split_at(line.len() / 2);
         self.file
-            .write_all(line.as_bytes())
+            .write_all(first)
+            .and_then(|()| {
+                failpoint::hit(failpoint::JOURNAL_APPEND);
+                self.file.write_all(second)
+            })
             .and_then(|()| self.file.sync_data())
             .map_err(|e| RecordError::io(&self.path, e))
     }
@@ -76,11 +93,12 @@ pub fn read_journal(dir: &Path) -> Result<Vec<TrialRecord>, RecordError> {
         if read == 0 || !line.ends_with('\n') {
             break;
         }
-        let trial = serde_json::from_str(line.trim_end()).map_err(|e| RecordError::Corrupt {
-            path: path.clone(),
-            reason: format!("line {number}: {e}"),
-        })?;
-        trials.push(trial);
+        let trial: TrialRecord =
+            serde_json::from_str(line.trim_end()).map_err(|e| RecordError::Corrupt {
+                path: path.clone(),
+                reason: format!("line {number}: {e}"),
+            })?;
+        trials.push(trial.with_finite_values());
     }
     Ok(trials)
 }

@@ -1,5 +1,5 @@
 //! `trials.parquet`: the journal compacted into one table, one row per trial, rewritten after
-//! every batch (through a temporary file and a rename, so readers never see half a file).
+//! every batch, atomically (a synced staging file renamed over it: readers never see half a file).
 //!
 //! Columns: `id`, `generation`, `status`, `point` (list of the unit-cube coordinates), one
 //! `param.<name>` per dimension (numbers, or text for choices), `score.<objective>` and
@@ -14,7 +14,9 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use super::RecordError;
+use super::atomic::write_atomic;
 use super::trial::{Status, TrialRecord};
+use crate::failpoint;
 
 /// The trial table of a run directory.
 pub const TRIALS_FILE: &str = "trials.parquet";
@@ -124,8 +126,9 @@ pub fn write_table(
         trials.iter().map(|t| t.error.clone()).collect::<Vec<_>>(),
     ));
     let mut frame = DataFrame::new_infer_height(columns).map_err(fail)?;
-    let staging = path.with_extension("parquet.partial");
-    let file = std::fs::File::create(&staging).map_err(|e| RecordError::io(&staging, e))?;
-    ParquetWriter::new(file).finish(&mut frame).map_err(fail)?;
-    std::fs::rename(&staging, path).map_err(|e| RecordError::io(path, e))
+    write_atomic(path, |file| {
+        ParquetWriter::new(file).finish(&mut frame).map_err(fail)?;
+        failpoint::hit(failpoint::PARQUET_WRITE);
+        Ok(())
+    })
 }

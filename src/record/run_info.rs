@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::RecordError;
+use super::atomic::write_atomic;
 use crate::eval::Objective;
+use crate::failpoint;
 
 /// The run description file of a run directory.
 pub const RUN_FILE: &str = "run.json";
@@ -37,6 +39,10 @@ pub struct RunInfo {
     pub reference: Option<Vec<f64>>,
     /// mergesearch's version.
     pub version: String,
+    /// The random streams the run draws from ([`crate::rng::STREAMS`]; empty: an older
+    /// mergesearch's hand-written generator).
+    #[serde(default)]
+    pub streams: String,
     /// xxh3-64 hash (hex) of every input file: the space, the models, the zoo manifest.
     pub inputs: BTreeMap<String, String>,
     /// When the run was created (seconds since the Unix epoch).
@@ -81,20 +87,20 @@ fn hash_file(path: &Path) -> Result<String, RecordError> {
     Ok(format!("{:016x}", hasher.digest()))
 }
 
-/// Writes `value` as pretty JSON to `path` through a synced temporary file and a rename, so the
-/// file is always either the old or the new content.
+/// Writes `value` as pretty JSON to `path` atomically (see [`write_atomic`]): the file is
+/// always either the old or the new content.
 pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), RecordError> {
-    let staging = path.with_extension("json.partial");
-    let text = serde_json::to_string_pretty(value).expect("records serialize");
-    let io = |e| RecordError::io(path, e);
-    {
+    let text = serde_json::to_string_pretty(value).map_err(|e| RecordError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("cannot be written: {e}"),
+    })?;
+    write_atomic(path, |file| {
         use std::io::Write;
-        let mut file = std::fs::File::create(&staging).map_err(io)?;
         file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-    }
-    std::fs::rename(&staging, path).map_err(io)
+            .map_err(|e| RecordError::io(path, e))?;
+        failpoint::hit(failpoint::JSON_WRITE);
+        Ok(())
+    })
 }
 
 /// Reads a JSON file written by [`write_json_atomic`].

@@ -61,6 +61,9 @@ pub struct BudgetSpec {
     /// Trials evaluated at once.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Failed trials in a row that stop the run (default 10; 0 never stops).
+    #[serde(default)]
+    pub max_failures: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,9 +206,14 @@ pub fn from_value(
                 "is missing: [merge] needs [models] base and experts (or zoo)".into(),
             ));
         }
-        (Some(m), Some(merge)) => {
-            Some(load_models(m, &merge.granularity, progress).map_err(|(k, e)| fail(k, e))?)
-        }
+        (Some(m), Some(merge)) => Some(load_models(m, &merge.granularity, progress).map_err(
+            |e| match e {
+                ModelsProblem::Invalid(key, problem) => fail(key, problem),
+                ModelsProblem::Unreadable(key, problem) => {
+                    SpaceError::unreadable_models(file, key, problem)
+                }
+            },
+        )?),
     };
     let methods: Vec<Method> = match spec.merge.as_ref().map(|m| &m.method) {
         None => Vec::new(),
@@ -330,7 +338,7 @@ fn check_plans(space: &Space) -> Result<(), String> {
             if let Some(i) = space.method_dimension {
                 point[i] = (m as f64 + 0.5) / space.methods.len() as f64;
             }
-            let plan = space.plan(*method, models, &point);
+            let plan = space.plan(*method, models, &point).map_err(|e| e.problem)?;
             plan.resolve(&models.groups, &labels).map_err(|e| {
                 let at = u.map_or("the initial point".to_string(), |u| {
                     format!("the corner where every coordinate is {u}")
@@ -342,30 +350,45 @@ fn check_plans(space: &Space) -> Result<(), String> {
     Ok(())
 }
 
+/// Why the models of a space cannot be used: the table is wrong, or the files are.
+enum ModelsProblem {
+    /// `(key, problem)`: the `[models]` table.
+    Invalid(&'static str, String),
+    /// `(key, problem)`: a model that is missing, unreadable, corrupt or mismatched.
+    Unreadable(&'static str, String),
+}
+
 fn load_models(
     m: &ModelsFile,
     granularity: &Granularity,
     progress: &ProgressBar,
-) -> Result<Models, (&'static str, String)> {
+) -> Result<Models, ModelsProblem> {
     let (base, experts) = match (&m.zoo, &m.base) {
-        (Some(_), Some(_)) => return Err(("models", "gives both zoo and base: use one".into())),
+        (Some(_), Some(_)) => {
+            return Err(ModelsProblem::Invalid(
+                "models",
+                "gives both zoo and base: use one".into(),
+            ));
+        }
         (None, None) => {
-            return Err((
+            return Err(ModelsProblem::Invalid(
                 "models.base",
                 "is missing (or give zoo = \"results/zoo\")".into(),
             ));
         }
         (Some(zoo), None) => {
             if !m.experts.is_empty() {
-                return Err((
+                return Err(ModelsProblem::Invalid(
                     "models.experts",
                     "is given with zoo, which brings its own experts".into(),
                 ));
             }
-            ensure_built(zoo, progress).map_err(|e| ("models.zoo", e.to_string()))?;
+            let unreadable =
+                |e: &dyn std::fmt::Display| ModelsProblem::Unreadable("models.zoo", e.to_string());
+            ensure_built(zoo, progress).map_err(|e| unreadable(&e))?;
             let manifest = read_manifest(zoo)
-                .map_err(|e| ("models.zoo", e.to_string()))?
-                .ok_or(("models.zoo", "has no zoo.json".to_string()))?;
+                .map_err(|e| unreadable(&e))?
+                .ok_or_else(|| unreadable(&"has no zoo.json"))?;
             (
                 zoo.join(&manifest.base),
                 manifest.tasks.iter().map(|t| zoo.join(&t.expert)).collect(),
@@ -374,15 +397,16 @@ fn load_models(
         (None, Some(base)) => (base.clone(), m.experts.clone()),
     };
     if experts.is_empty() {
-        return Err((
+        return Err(ModelsProblem::Invalid(
             "models.experts",
             "is empty: list the fine-tuned models to merge".into(),
         ));
     }
     let set = crate::checkpoint::ModelSet::open(&base, &experts)
-        .map_err(|e| ("models", e.to_string()))?;
+        .map_err(|e| ModelsProblem::Unreadable("models", e.to_string()))?;
     drop(set);
-    let groups = group_names(&base, granularity).map_err(|e| ("merge.granularity", e))?;
+    let groups = group_names(&base, granularity)
+        .map_err(|e| ModelsProblem::Invalid("merge.granularity", e))?;
     Ok(Models {
         labels: labels(&experts),
         base,

@@ -34,6 +34,17 @@ pub struct SpaceError {
     pub key: String,
     /// What is wrong and how to fix it.
     pub problem: String,
+    /// Whether the file itself is wrong, or a model it names.
+    pub kind: SpaceErrorKind,
+}
+
+/// What a [`SpaceError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpaceErrorKind {
+    /// The space file is wrong.
+    Invalid,
+    /// A model the space names is missing, unreadable, corrupt or mismatched.
+    UnreadableModels,
 }
 
 impl SpaceError {
@@ -43,8 +54,28 @@ impl SpaceError {
             file: file.to_path_buf(),
             key: key.to_string(),
             problem,
+            kind: SpaceErrorKind::Invalid,
         }
     }
+
+    /// An error about the models that `key` of the space in `file` names.
+    pub fn unreadable_models(file: &Path, key: &str, problem: String) -> SpaceError {
+        SpaceError {
+            kind: SpaceErrorKind::UnreadableModels,
+            ..SpaceError::new(file, key, problem)
+        }
+    }
+}
+
+/// A point that is not one of a space's: the wrong number of coordinates, or one that is not
+/// a number (a damaged or edited run record).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {problem}", space.display())]
+pub struct PointError {
+    /// The space file.
+    pub space: PathBuf,
+    /// What is wrong.
+    pub problem: String,
 }
 
 /// The base, the experts and the layer groups of a space with models.
@@ -160,31 +191,57 @@ impl Space {
         self.dimensions.iter().map(|d| d.init).collect()
     }
 
-    /// Decodes a point of the unit cube (coordinates are clamped into it).
-    pub fn decode(&self, point: &[f64]) -> Decoded {
-        assert_eq!(
-            point.len(),
-            self.dim(),
-            "a point of this space has {} coordinates",
-            self.dim()
-        );
+    /// Decodes a point of the unit cube (finite coordinates are clamped into it). A point that
+    /// cannot be one of this space's (the wrong length, a coordinate that is not a number: a
+    /// damaged or edited record) is an error, never a panic.
+    pub fn decode(&self, point: &[f64]) -> Result<Decoded, PointError> {
+        let fail = |problem: String| PointError {
+            space: self.file.clone(),
+            problem,
+        };
+        if point.len() != self.dim() {
+            return Err(fail(format!(
+                "the point has {} coordinates, the space {} dimensions",
+                point.len(),
+                self.dim()
+            )));
+        }
+        if let Some((d, u)) = self
+            .dimensions
+            .iter()
+            .zip(point)
+            .find(|(_, u)| !u.is_finite())
+        {
+            return Err(fail(format!(
+                "coordinate {:?} is {u}, not a number in [0, 1]",
+                d.name
+            )));
+        }
         let params: Map<String, Value> = self
             .dimensions
             .iter()
             .zip(point)
             .map(|(d, &u)| (d.name.clone(), d.domain.decode(u)))
             .collect();
-        let plan = self.models.as_ref().map(|models| {
-            let method = match self.method_dimension {
-                Some(i) => params[&self.dimensions[i].name]
-                    .as_str()
-                    .and_then(|m| m.parse().ok())
-                    .expect("method choices are method names"),
-                None => self.methods[0],
-            };
-            self.plan(method, models, point)
-        });
-        Decoded { params, plan }
+        let plan = match &self.models {
+            None => None,
+            Some(models) => {
+                let method = match self.method_dimension {
+                    Some(i) => {
+                        let choice = &params[&self.dimensions[i].name];
+                        choice
+                            .as_str()
+                            .and_then(|m| m.parse().ok())
+                            .ok_or_else(|| {
+                                fail(format!("the method choice {choice} is not a merge method"))
+                            })?
+                    }
+                    None => self.methods[0],
+                };
+                Some(self.plan(method, models, point)?)
+            }
+        };
+        Ok(Decoded { params, plan })
     }
 
     /// Encodes parameters given by dimension name (all of them) into a point.
@@ -208,7 +265,12 @@ impl Space {
             .collect()
     }
 
-    fn plan(&self, method: Method, models: &Models, point: &[f64]) -> MergePlan {
+    fn plan(
+        &self,
+        method: Method,
+        models: &Models,
+        point: &[f64],
+    ) -> Result<MergePlan, PointError> {
         let experts = models.experts.len();
         let groups = models.groups.len();
         let mut plan = MergePlan::new(method, experts, self.seed);
@@ -231,41 +293,49 @@ impl Space {
             }
         }
         let number = |i: usize| {
-            self.dimensions[i]
-                .domain
-                .decode(point[i])
-                .as_f64()
-                .expect("merge parameters are numbers")
+            let dimension = &self.dimensions[i];
+            let value = dimension.domain.decode(point[i]);
+            value.as_f64().ok_or_else(|| PointError {
+                space: self.file.clone(),
+                problem: format!(
+                    "{:?} decodes to {value}, which is not a number a merge can take",
+                    dimension.name
+                ),
+            })
         };
         for s in &self.searched {
             let Some(spec) = method.params().iter().find(|p| p.name == s.name) else {
                 continue;
             };
-            let per_group = |first: usize| {
-                ParamValue::PerGroup((0..groups).map(|g| number(first + g)).collect())
+            let per_group = |first: usize| -> Result<ParamValue, PointError> {
+                Ok(ParamValue::PerGroup(
+                    (0..groups)
+                        .map(|g| number(first + g))
+                        .collect::<Result<_, _>>()?,
+                ))
             };
             match (spec.scope, s.scope) {
                 (Scope::Shared, ParamScope::Shared) => {
                     plan.shared
-                        .insert(s.name.clone(), ParamValue::Number(number(s.first)));
+                        .insert(s.name.clone(), ParamValue::Number(number(s.first)?));
                 }
                 (Scope::Shared, _) => {
-                    plan.shared.insert(s.name.clone(), per_group(s.first));
+                    plan.shared.insert(s.name.clone(), per_group(s.first)?);
                 }
                 (Scope::PerExpert, scope) => {
                     for (e, params) in plan.experts.iter_mut().enumerate() {
                         let value = match scope {
-                            ParamScope::Shared => ParamValue::Number(number(s.first)),
-                            ParamScope::Group => per_group(s.first),
-                            ParamScope::Expert => ParamValue::Number(number(s.first + e)),
-                            ParamScope::ExpertGroup => per_group(s.first + e * groups),
+                            ParamScope::Shared => ParamValue::Number(number(s.first)?),
+                            ParamScope::Group => per_group(s.first)?,
+                            ParamScope::Expert => ParamValue::Number(number(s.first + e)?),
+                            ParamScope::ExpertGroup => per_group(s.first + e * groups)?,
                         };
                         params.insert(s.name.clone(), value);
                     }
                 }
             }
         }
-        plan
+        Ok(plan)
     }
 }
 

@@ -1,13 +1,20 @@
 //! The study loop: ask the optimizer for a batch, evaluate it (on several workers when asked),
 //! record every finished trial at once, tell the optimizer, snapshot its state — until the
-//! budget is spent, the optimizer is done, or the user stops it (Ctrl-C stops after the trials
-//! in flight).
+//! budget is spent, the optimizer is done, the user stops it (Ctrl-C stops after the trials in
+//! flight), or too many trials in a row have failed (`failures.rs`).
 //!
 //! Resume: the optimizer's state is saved after each complete batch. A resumed run loads it,
 //! asks for the same batch again (optimizers are deterministic), takes the trials of that batch
 //! that the journal already holds — checking they are the same points — and evaluates only the
 //! rest, so it produces exactly the trials an uninterrupted run would have.
+//!
+//! Faults: the run holds its directory's lock for its whole life (a second process is refused);
+//! each worker runs its trials through a [`TrialRunner`], which turns a panic into a failed
+//! trial; scratch files live in the run's `scratch/`, emptied at the start and removed at the end
+//! (and on a second Ctrl-C, see [`crate::interrupt`]).
 
+mod failures;
+mod runner;
 mod trial;
 
 use std::collections::BTreeMap;
@@ -20,19 +27,27 @@ use burn::prelude::*;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+pub use failures::{DEFAULT_MAX_FAILURES, FailurePolicy, FailureStreak};
+pub use runner::{EvaluatorFactory, TrialRunner, panic_message, quiet_caught_panics};
+
+use runner::guarded;
 pub use trial::{PREDICTED_SCALAR, Scalarizer, run_trial};
 
-use crate::eval::{EvalContext, Evaluator, Objective, build_all};
-use crate::merge::Merger;
+use crate::eval::{EvalConfigError, EvalContext, Objective, build_all};
+use crate::interrupt;
+use crate::merge::MergeError;
 use crate::optim::{AnyOptimizer, Optimizer, Told};
 use crate::record::{
-    Journal, RUN_FILE, RecordError, RunInfo, Status, TrialRecord, hash_inputs, now, read_journal,
-    read_json, update_front, write_json_atomic, write_trials,
+    Journal, RUN_FILE, RecordError, RunInfo, RunLock, Status, TrialRecord, hash_inputs, now,
+    read_journal, read_json, update_front, write_json_atomic, write_trials,
 };
 use crate::space::Space;
 
 /// The optimizer snapshot file of a run directory.
 pub const OPTIMIZER_FILE: &str = "optimizer.json";
+
+/// The scratch folder of a run directory (candidates written for external evaluators).
+pub const SCRATCH_DIR: &str = "scratch";
 
 /// How to run a study.
 #[derive(Debug, Clone)]
@@ -50,12 +65,46 @@ pub struct RunOptions {
 /// A study failed before or between trials (a trial's own failure is recorded, not raised).
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
-    /// The run directory or its records.
+    /// The run directory or its records (including a directory another process holds).
     #[error(transparent)]
     Record(#[from] RecordError),
-    /// The set-up: models, evaluators, optimizer, or a resume that does not match.
+    /// Loading the base and the experts.
+    #[error(transparent)]
+    Models(#[from] MergeError),
+    /// An evaluator's table cannot be used.
+    #[error("{}: {error}", space.display())]
+    Evaluators {
+        /// The space file.
+        space: PathBuf,
+        /// What is wrong.
+        error: EvalConfigError,
+    },
+    /// The space's objectives do not match what the evaluators report.
+    #[error("{}: `objectives`: {problem}", space.display())]
+    Objectives {
+        /// The space file.
+        space: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The optimizer cannot be built with these settings.
+    #[error("optimizer: {0}")]
+    Optimizer(String),
+    /// The run directory does not hold what was asked: a run where a new one was to start, no
+    /// run to resume, or a run whose settings or inputs changed.
     #[error("{0}")]
-    Setup(String),
+    RunDir(String),
+    /// Too many trials in a row failed; the run stopped and can be resumed.
+    #[error(
+        "{count} trials in a row failed, so the run stopped (the limit is budget.max_failures); the last:\n{}\nfix the cause, then continue with --resume",
+        recent.iter().map(|(id, why)| format!("  trial {id}: {why}")).collect::<Vec<_>>().join("\n")
+    )]
+    TooManyFailures {
+        /// Failed trials in a row.
+        count: usize,
+        /// The last failures: `(trial id, reason)`.
+        recent: Vec<(u64, String)>,
+    },
 }
 
 /// The optimizer's state after a complete batch.
@@ -100,8 +149,9 @@ pub fn best_trial(trials: &[TrialRecord]) -> Option<&TrialRecord> {
         })
 }
 
-/// Runs (or resumes) the study of `space` on `device`. `make_optimizer` builds a fresh optimizer
-/// for the space's dimension; `stop` is polled between batches.
+/// Runs (or resumes) the study of `space` on `device` with the evaluators the space declares.
+/// `make_optimizer` builds a fresh optimizer for the space's dimension; `stop` is polled between
+/// trials.
 pub fn run<B: Backend>(
     space: &Space,
     options: &RunOptions,
@@ -110,45 +160,82 @@ pub fn run<B: Backend>(
     progress: &ProgressBar,
     stop: &AtomicBool,
 ) -> Result<RunSummary, StudyError> {
+    let context = EvalContext {
+        base: space.models.as_ref().map(|m| m.base.clone()),
+        scratch: options.out.join(SCRATCH_DIR),
+        seed: space.seed,
+        progress: progress.clone(),
+    };
+    let build = || build_all::<B>(&space.evaluators, &context, device);
+    run_with(
+        space,
+        options,
+        make_optimizer,
+        &build,
+        device,
+        progress,
+        stop,
+    )
+}
+
+/// [`run`] with the evaluators `build` makes (once per worker, and again after a panic).
+pub fn run_with<B: Backend>(
+    space: &Space,
+    options: &RunOptions,
+    make_optimizer: impl FnOnce() -> Result<AnyOptimizer, String>,
+    build: &EvaluatorFactory<'_, B>,
+    device: &B::Device,
+    progress: &ProgressBar,
+    stop: &AtomicBool,
+) -> Result<RunSummary, StudyError> {
     let started = Instant::now();
     let dir = &options.out;
-    let setup = StudyError::Setup;
-
+    let _lock = lock_run_dir(dir, options.resume, progress)?;
+    let evaluators = |built: Result<_, EvalConfigError>| {
+        built.map_err(|error| StudyError::Evaluators {
+            space: space.file.clone(),
+            error,
+        })
+    };
     let merger = match &space.models {
         None => None,
         Some(models) => {
             progress.set_message("loading the base and the experts");
-            Some(
-                models
-                    .merger::<B>(device)
-                    .map_err(|e| setup(e.to_string()))?,
-            )
+            Some(models.merger::<B>(device)?)
         }
     };
     let workers = options.workers.or(space.budget.workers).unwrap_or(1).max(1);
-    let context = EvalContext {
-        base: space.models.as_ref().map(|m| m.base.clone()),
-        scratch: dir.join("scratch"),
-        seed: space.seed,
-        progress: progress.clone(),
-    };
-    let mut evaluator_sets: Vec<Vec<Box<dyn Evaluator<B>>>> = (0..workers)
-        .map(|_| build_all::<B>(&space.evaluators, &context, device))
-        .collect::<Result<_, _>>()
-        .map_err(|e| setup(format!("{}: {e}", space.file.display())))?;
-    let scalarizer = Scalarizer::new(&space.objectives, &evaluator_sets[0])
-        .map_err(|e| setup(format!("{}: `objectives`: {e}", space.file.display())))?;
+    let first = evaluators(build())?;
+    let scalarizer =
+        Scalarizer::new(&space.objectives, &first).map_err(|problem| StudyError::Objectives {
+            space: space.file.clone(),
+            problem,
+        })?;
     let objectives = scalarizer
         .terms
         .iter()
         .map(|(name, direction, _)| Objective::new(name, *direction))
         .collect();
-    let mut info = prepare_dir(
-        dir,
-        options.resume,
-        run_info(space, &options.optimizer, objectives)?,
-    )?;
-    std::fs::create_dir_all(&context.scratch).map_err(|e| RecordError::io(&context.scratch, e))?;
+    let info = run_info(space, &options.optimizer, objectives)?;
+    let mut info = prepare_dir(dir, options.resume, info)?;
+    let _scratch = Scratch::fresh(&dir.join(SCRATCH_DIR))?;
+    let mut runners = vec![TrialRunner::new(
+        space,
+        merger.as_ref(),
+        &scalarizer,
+        build,
+        first,
+    )];
+    for _ in 1..workers {
+        let more = evaluators(build())?;
+        runners.push(TrialRunner::new(
+            space,
+            merger.as_ref(),
+            &scalarizer,
+            build,
+            more,
+        ));
+    }
 
     let snapshot_path = dir.join(OPTIMIZER_FILE);
     let mut snapshot = if options.resume && snapshot_path.exists() {
@@ -157,13 +244,13 @@ pub fn run<B: Backend>(
         Snapshot {
             generation: 0,
             next_id: 0,
-            optimizer: make_optimizer().map_err(setup)?,
+            optimizer: make_optimizer().map_err(StudyError::Optimizer)?,
         }
     };
-    let journal_trials = read_journal(dir)?;
     let mut recorded: BTreeMap<u64, TrialRecord> =
-        journal_trials.into_iter().map(|t| (t.id, t)).collect();
+        read_journal(dir)?.into_iter().map(|t| (t.id, t)).collect();
     let mut journal = Journal::open(dir)?;
+    let mut streak = FailureStreak::new(FailurePolicy::from_budget(space.budget.max_failures));
 
     let budget = space.budget.trials;
     progress.set_length(budget.unwrap_or(0) as u64);
@@ -184,88 +271,99 @@ pub fn run<B: Backend>(
             interrupted = true;
             break;
         }
-        let mut points = snapshot.optimizer.ask();
+        let optimizer = &mut snapshot.optimizer;
+        let mut points = optimizer_call(&snapshot_path, || optimizer.ask())?;
         if points.is_empty() {
             break;
+        }
+        if let Some(p) = points.iter().find(|p| p.len() != space.dim()) {
+            return Err(damaged(
+                &snapshot_path,
+                format!(
+                    "its optimizer proposes points of {} coordinates, the space has {}",
+                    p.len(),
+                    space.dim()
+                ),
+            ));
         }
         if let Some(b) = budget {
             points.truncate(b - done);
         }
-        let ids: Vec<u64> = (0..points.len() as u64)
-            .map(|j| snapshot.next_id + j)
-            .collect();
-        let mut batch: Vec<Option<TrialRecord>> = Vec::with_capacity(points.len());
-        for (id, point) in ids.iter().zip(&points) {
-            match recorded.get(id) {
-                Some(t) if t.point == *point => batch.push(Some(t.clone())),
+        let mut batch: Vec<Pending> = Vec::with_capacity(points.len());
+        for (j, point) in points.iter().enumerate() {
+            let id = snapshot.next_id + j as u64;
+            let done = match recorded.get(&id) {
+                Some(t) if t.is_at(point) => Some(t.clone()),
                 Some(t) => {
-                    return Err(setup(format!(
-                        "cannot resume: trial {id} in the journal is at {:?}, but the optimizer now proposes {:?} (was the space or the code changed?)",
-                        t.point, point
+                    return Err(StudyError::RunDir(format!(
+                        "cannot resume {}: trial {id} in the journal is at {:?}, but the optimizer now proposes {:?} (was the space or the code changed?)",
+                        dir.display(),
+                        t.point,
+                        point
                     )));
                 }
-                None => batch.push(None),
-            }
+                None => None,
+            };
+            let optimizer = &snapshot.optimizer;
+            let predicted = optimizer_call(&snapshot_path, || optimizer.predict(point))?;
+            batch.push(Pending {
+                id,
+                predicted: predicted.and_then(|p| scalarizer.predicted_scores(&p)),
+                point: point.clone(),
+                done,
+            });
         }
         let generation = snapshot.generation;
-        let predictions: Vec<_> = points
-            .iter()
-            .map(|p| scalarizer.predicted_scores(&snapshot.optimizer.predict(p)?))
-            .collect();
         let fresh = evaluate_batch(
-            space,
-            merger.as_ref(),
-            &mut evaluator_sets.iter_mut().collect::<Vec<_>>(),
-            &scalarizer,
-            &ids,
-            &points,
-            &predictions,
+            &mut runners,
             &batch,
             generation,
-            &mut journal,
-            progress,
+            &mut Recorder {
+                journal: &mut journal,
+                streak: &mut streak,
+                records: Vec::new(),
+                error: None,
+            },
             &recorded,
+            progress,
             stop,
         )?;
         for record in fresh {
-            batch[(record.id - snapshot.next_id) as usize] = Some(record.clone());
+            let at = (record.id - snapshot.next_id) as usize;
+            batch[at].done = Some(record.clone());
             recorded.insert(record.id, record);
         }
-        if batch.iter().any(Option::is_none) {
+        if streak.exceeded() {
+            let trials = finished(&recorded, snapshot.next_id);
+            write_trials(dir, &trials, &info.dimensions)?;
+            return Err(StudyError::TooManyFailures {
+                count: streak.length(),
+                recent: streak.recent().cloned().collect(),
+            });
+        }
+        let Some(told) = batch
+            .iter()
+            .map(|p| p.done.as_ref().map(|t| told(t, &scalarizer)))
+            .collect::<Option<Vec<Told>>>()
+        else {
             // Stopped mid-batch: the finished trials are in the journal; a resume re-asks this
             // batch and evaluates the rest.
             interrupted = true;
             break;
-        }
-        let told: Vec<Told> = batch
-            .iter()
-            .map(|t| {
-                let t = t.as_ref().expect("every trial of the batch is done");
-                Told {
-                    point: t.point.clone(),
-                    value: t.scalar.map(|s| -s),
-                    objectives: t.scalar.and_then(|_| scalarizer.minimized(&t.scores)),
-                }
-            })
-            .collect();
-        snapshot.optimizer.tell(&told);
+        };
+        let optimizer = &mut snapshot.optimizer;
+        optimizer_call(&snapshot_path, || optimizer.tell(&told))?;
         snapshot.generation += 1;
         snapshot.next_id += points.len() as u64;
-        write_json_atomic(&snapshot_path, &snapshot)?;
-        let trials: Vec<TrialRecord> = recorded
-            .values()
-            .filter(|t| t.id < snapshot.next_id)
-            .cloned()
-            .collect();
+        let trials = finished(&recorded, snapshot.next_id);
         write_trials(dir, &trials, &info.dimensions)?;
         update_front(dir, &mut info, &trials, snapshot.generation)?;
+        // The batch's commit point, written last: a crash before it redoes the batch's records
+        // from the journal, and every file above is rewritten to the same content.
+        write_json_atomic(&snapshot_path, &snapshot)?;
     }
-    let trials: Vec<TrialRecord> = recorded
-        .into_values()
-        .filter(|t| t.id < snapshot.next_id)
-        .collect();
+    let trials = finished(&recorded, snapshot.next_id);
     write_trials(dir, &trials, &info.dimensions)?;
-    let _ = std::fs::remove_dir_all(&context.scratch);
     Ok(RunSummary {
         dir: dir.clone(),
         trials,
@@ -274,27 +372,72 @@ pub fn run<B: Backend>(
     })
 }
 
-/// Evaluates the batch's trials that are not recorded yet, `workers` at a time, appending each
-/// to the journal as soon as it finishes. Once `stop` is set, no worker starts another trial.
-#[allow(clippy::too_many_arguments)]
+/// Runs one call into the optimizer: a panic there (an edited `optimizer.json`, a bug) ends the
+/// run with an error naming the snapshot, everything recorded kept, instead of ending the
+/// process.
+fn optimizer_call<T>(snapshot: &Path, call: impl FnOnce() -> T) -> Result<T, StudyError> {
+    guarded(call).map_err(|message| damaged(snapshot, format!("its optimizer panicked: {message}")))
+}
+
+/// The optimizer snapshot at `path` cannot be used, for `reason`.
+fn damaged(path: &Path, reason: String) -> StudyError {
+    StudyError::Record(RecordError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{reason} (restore the file, or start a new run with another --out)"),
+    })
+}
+
+/// A trial of the current batch: its id, point and prediction, and its record once finished.
+struct Pending {
+    id: u64,
+    point: Vec<f64>,
+    predicted: Option<BTreeMap<String, f64>>,
+    done: Option<TrialRecord>,
+}
+
+/// What the optimizer is told of a finished trial.
+fn told(t: &TrialRecord, scalarizer: &Scalarizer) -> Told {
+    Told {
+        point: t.point.clone(),
+        value: t.scalar.map(|s| -s),
+        objectives: t.scalar.and_then(|_| scalarizer.minimized(&t.scores)),
+    }
+}
+
+/// The recorded trials of complete batches (ids below `next_id`), by id.
+fn finished(recorded: &BTreeMap<u64, TrialRecord>, next_id: u64) -> Vec<TrialRecord> {
+    recorded
+        .values()
+        .filter(|t| t.id < next_id)
+        .cloned()
+        .collect()
+}
+
+/// Where workers hand their finished trials: the journal, and the failure streak.
+struct Recorder<'a> {
+    journal: &'a mut Journal,
+    streak: &'a mut FailureStreak,
+    records: Vec<TrialRecord>,
+    /// The first journal error (the batch stops starting trials after it).
+    error: Option<RecordError>,
+}
+
+/// Evaluates the batch's trials that are not recorded yet, one worker per runner, appending each
+/// to the journal as soon as it finishes. No worker starts another trial once `stop` is set, the
+/// journal failed, or the failure streak reached its limit.
 fn evaluate_batch<B: Backend>(
-    space: &Space,
-    merger: Option<&Merger<B>>,
-    evaluator_sets: &mut [&mut Vec<Box<dyn Evaluator<B>>>],
-    scalarizer: &Scalarizer,
-    ids: &[u64],
-    points: &[Vec<f64>],
-    predictions: &[Option<BTreeMap<String, f64>>],
-    batch: &[Option<TrialRecord>],
+    runners: &mut [TrialRunner<'_, B>],
+    batch: &[Pending],
     generation: u64,
-    journal: &mut Journal,
-    progress: &ProgressBar,
+    recorder: &mut Recorder<'_>,
     recorded: &BTreeMap<u64, TrialRecord>,
+    progress: &ProgressBar,
     stop: &AtomicBool,
 ) -> Result<Vec<TrialRecord>, StudyError> {
-    let todo: Vec<usize> = (0..points.len()).filter(|&j| batch[j].is_none()).collect();
+    let todo: Vec<&Pending> = batch.iter().filter(|p| p.done.is_none()).collect();
     let next = AtomicUsize::new(0);
-    let finished = Mutex::new((Vec::new(), None::<RecordError>, journal));
+    let halt = AtomicBool::new(false);
+    let shared = Mutex::new(recorder);
     let show = |records: &[TrialRecord]| {
         let all = recorded.values().chain(records.iter());
         let failed = all.clone().filter(|t| t.status == Status::Failed).count();
@@ -305,34 +448,126 @@ fn evaluate_batch<B: Backend>(
         progress.set_message(format!("best {best:.4}, {failed} failed"));
     };
     std::thread::scope(|scope| {
-        for evaluators in evaluator_sets.iter_mut() {
-            let (next, todo, finished) = (&next, &todo, &finished);
-            let show = &show;
+        for runner in runners.iter_mut() {
+            let (next, todo, shared, halt, show) = (&next, &todo, &shared, &halt, &show);
             scope.spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&j) = todo.get(k) else { break };
-                    let mut record = run_trial(
-                        space, merger, evaluators, scalarizer, ids[j], generation, &points[j],
-                    );
-                    record.predicted = predictions[j].clone();
-                    let mut guard = finished.lock().expect("results lock");
-                    if guard.1.is_none()
-                        && let Err(e) = guard.2.append(&record)
-                    {
-                        guard.1 = Some(e);
+                while !stop.load(Ordering::SeqCst) && !halt.load(Ordering::SeqCst) {
+                    let Some(pending) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        break;
+                    };
+                    let mut record = runner.run(pending.id, generation, &pending.point);
+                    record.predicted = pending.predicted.clone();
+                    let record = record.with_finite_values();
+                    let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    let recorder = &mut **guard;
+                    if recorder.error.is_some() {
+                        break;
                     }
-                    guard.0.push(record);
-                    show(&guard.0);
+                    if let Err(e) = recorder.journal.append(&record) {
+                        recorder.error = Some(e);
+                        halt.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    if recorder.streak.observe(&record) {
+                        halt.store(true, Ordering::SeqCst);
+                    }
+                    recorder.records.push(record);
+                    show(&recorder.records);
                 }
             });
         }
     });
-    let (records, error, _) = finished.into_inner().expect("results lock");
-    match error {
+    let recorder = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+    match recorder.error.take() {
         Some(e) => Err(e.into()),
-        None => Ok(records),
+        None => Ok(std::mem::take(&mut recorder.records)),
     }
+}
+
+/// The run's scratch folder, emptied of what a killed process left, and removed at the end (or
+/// on a second Ctrl-C).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn fresh(path: &Path) -> Result<Scratch, RecordError> {
+        if path.exists() {
+            std::fs::remove_dir_all(path).map_err(|e| RecordError::io(path, e))?;
+        }
+        std::fs::create_dir_all(path).map_err(|e| RecordError::io(path, e))?;
+        interrupt::register_scratch(path);
+        Ok(Scratch(path.to_path_buf()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        interrupt::unregister_scratch(&self.0);
+    }
+}
+
+/// A locked run directory; dropped, it releases the lock and, when it created the directory and
+/// no run was written there (the run was refused before it began), removes it again.
+pub(crate) struct LockedRunDir {
+    lock: Option<RunLock>,
+    dir: PathBuf,
+    created: bool,
+}
+
+impl Drop for LockedRunDir {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        if self.created && !self.dir.join(RUN_FILE).exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Locks the run directory `dir` (creating it) for as long as the returned guard lives. A lock
+/// that a killed process left is taken over, with a note on `progress`; a resume of a directory
+/// that holds no run is refused before anything is created.
+pub(crate) fn lock_run_dir(
+    dir: &Path,
+    resume: bool,
+    progress: &ProgressBar,
+) -> Result<LockedRunDir, StudyError> {
+    if resume && !dir.join(RUN_FILE).exists() {
+        return Err(StudyError::RunDir(format!(
+            "{} holds no run to resume (no {RUN_FILE})",
+            dir.display()
+        )));
+    }
+    let created = !dir.exists();
+    let lock = RunLock::acquire(dir)?;
+    if let Some(holder) = lock.stale() {
+        progress.suspend(|| {
+            eprintln!(
+                "note: {} was left locked by {}, which ended without releasing it; taking it over",
+                dir.display(),
+                holder.describe()
+            )
+        });
+    }
+    let locked = LockedRunDir {
+        lock: Some(lock),
+        dir: dir.to_path_buf(),
+        created,
+    };
+    remove_staging_files(dir)?;
+    Ok(locked)
+}
+
+/// Removes the staging files of atomic writes that a killed process left in `dir` (the lock
+/// holder's to clean: nobody else writes there).
+fn remove_staging_files(dir: &Path) -> Result<(), RecordError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| RecordError::io(dir, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "partial") {
+            std::fs::remove_file(&path).map_err(|e| RecordError::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The run description for `space`.
@@ -356,18 +591,20 @@ pub(crate) fn run_info(
         objectives,
         reference: None,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        streams: crate::rng::STREAMS.to_string(),
         inputs: hash_inputs(&inputs)?,
         created: now(),
     })
 }
 
-/// Creates the run directory with its `run.json`, or checks that a resumed one matches; returns
-/// the run description in force (a resumed run keeps its own, with its reference point).
+/// Creates the run directory's `run.json`, or checks that a resumed one matches; returns the
+/// run description in force (a resumed run keeps its own, with its reference point). The caller
+/// holds the directory's lock.
 pub(crate) fn prepare_dir(dir: &Path, resume: bool, info: RunInfo) -> Result<RunInfo, StudyError> {
     let path = dir.join(RUN_FILE);
     if !resume {
         if path.exists() {
-            return Err(StudyError::Setup(format!(
+            return Err(StudyError::RunDir(format!(
                 "{} already holds a run: continue it with --resume, or choose another --out",
                 dir.display()
             )));
@@ -377,18 +614,26 @@ pub(crate) fn prepare_dir(dir: &Path, resume: bool, info: RunInfo) -> Result<Run
         return Ok(info);
     }
     if !path.exists() {
-        return Err(StudyError::Setup(format!(
+        return Err(StudyError::RunDir(format!(
             "{} holds no run to resume (no {RUN_FILE})",
             dir.display()
         )));
     }
     let old: RunInfo = read_json(&path)?;
     let differs = |what: &str, a: String, b: String| {
-        StudyError::Setup(format!(
+        StudyError::RunDir(format!(
             "cannot resume {}: the {what} changed ({a} then, {b} now); start a new run with another --out",
             dir.display()
         ))
     };
+    if old.streams != info.streams {
+        let then = if old.streams.is_empty() {
+            format!("mergesearch {}'s own generator", old.version)
+        } else {
+            old.streams.clone()
+        };
+        return Err(differs("random streams", then, info.streams.clone()));
+    }
     if old.optimizer != info.optimizer {
         return Err(differs("optimizer", old.optimizer, info.optimizer.clone()));
     }

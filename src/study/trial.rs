@@ -95,7 +95,9 @@ impl Scalarizer {
     }
 }
 
-/// Runs trial `id` of batch `generation` at `point`.
+/// Runs trial `id` of batch `generation` at `point`: decodes it, materializes the merge, runs
+/// every evaluator and scalarizes. Every failure is a failed record, never an error; a panic is
+/// left to the caller's guard ([`super::TrialRunner`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run_trial<B: Backend>(
     space: &Space,
@@ -107,7 +109,10 @@ pub fn run_trial<B: Backend>(
     point: &[f64],
 ) -> TrialRecord {
     let started = now();
-    let decoded = space.decode(point);
+    let decoded = match space.decode(point) {
+        Ok(decoded) => decoded,
+        Err(e) => return failed_trial(id, generation, point, started, e.to_string()),
+    };
     let clock = Instant::now();
     let candidate = match (merger, &decoded.plan) {
         (Some(merger), Some(plan)) => match merger.materialize(plan) {
@@ -161,6 +166,32 @@ pub fn run_trial<B: Backend>(
         started,
         finished: now(),
         error,
+        predicted: None,
+    }
+    .with_finite_values()
+}
+
+/// A trial that failed before producing anything, for `reason`.
+pub(crate) fn failed_trial(
+    id: u64,
+    generation: u64,
+    point: &[f64],
+    started: f64,
+    reason: String,
+) -> TrialRecord {
+    TrialRecord {
+        id,
+        generation,
+        status: Status::Failed,
+        point: point.to_vec(),
+        params: serde_json::Map::new(),
+        scores: BTreeMap::new(),
+        scalar: None,
+        merge_seconds: 0.0,
+        eval_seconds: 0.0,
+        started,
+        finished: now(),
+        error: Some(reason),
         predicted: None,
     }
 }

@@ -127,6 +127,17 @@ pub struct Manifest {
     pub tasks: Vec<TaskEntry>,
     /// Wall time of the build.
     pub build_seconds: f64,
+    /// The random streams the zoo was drawn from ([`crate::rng::STREAMS`]); a zoo drawn from
+    /// others is rebuilt.
+    #[serde(default)]
+    pub streams: String,
+}
+
+impl Manifest {
+    /// Whether this zoo is what building `config` here would give.
+    pub fn is_built_from(&self, config: &ZooConfig) -> bool {
+        self.config == *config && self.streams == crate::rng::STREAMS
+    }
 }
 
 /// Building or reading a zoo failed.
@@ -191,7 +202,7 @@ pub fn model_set(dir: &Path, manifest: &Manifest) -> Result<ModelSet, ZooError> 
 /// is replaced; a directory that holds anything else is refused before any training.
 pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<Manifest, ZooError> {
     match read_manifest(dir) {
-        Ok(Some(manifest)) if manifest.config == *config => return Ok(manifest),
+        Ok(Some(manifest)) if manifest.is_built_from(config) => return Ok(manifest),
         Ok(Some(_)) | Err(ZooError::BadManifest { .. }) => {}
         Ok(None) => refuse_foreign(dir)?,
         Err(e) => return Err(e),
@@ -282,6 +293,7 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
         heads: "heads".into(),
         tasks,
         build_seconds: started.elapsed().as_secs_f64(),
+        streams: crate::rng::STREAMS.to_string(),
     };
     let path = staging.join(MANIFEST);
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");

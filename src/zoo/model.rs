@@ -6,6 +6,8 @@
 //! of its own expert (as the CLIP benchmark keeps each task's fixed classification head).
 //! Weights are exported as `[out, in]` matrices, as PyTorch's `nn.Linear` stores them.
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use std::collections::HashMap;
 
 use burn::module::{Param, ParamId};
@@ -131,7 +133,7 @@ fn seeded_linear<B: Backend>(
     let mut uniform = |shape: Vec<usize>| {
         let n = shape.iter().product();
         let values: Vec<f32> = (0..n)
-            .map(|_| ((2.0 * rng.next_f64() - 1.0) * k) as f32)
+            .map(|_| ((2.0 * rng.random::<f64>() - 1.0) * k) as f32)
             .collect();
         TensorData::new(values, shape)
     };
@@ -152,7 +154,9 @@ fn normal<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Tensor<B, D> {
     let n = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| (std * rng.normal()) as f32).collect();
+    let values: Vec<f32> = (0..n)
+        .map(|_| (std * rng.sample::<f64, _>(StandardNormal)) as f32)
+        .collect();
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 

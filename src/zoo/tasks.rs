@@ -26,6 +26,9 @@
 //! [`derive_seed`], and from it one stream for the label order and one per example: the same
 //! arguments give bit-identical datasets, and different splits or seeds give different images.
 
+use rand::Rng as _;
+use rand::RngCore as _;
+use rand::seq::SliceRandom as _;
 use std::f32::consts::{FRAC_1_SQRT_2, PI, TAU};
 use std::fmt;
 
@@ -219,7 +222,7 @@ pub fn pretrain_dataset(split: Split, n: usize, seed: u64) -> Dataset {
     let mut classes = Vec::with_capacity(n);
     let mut data = build(n, Task::ALL.len(), stream, |label, rng, out| {
         let task = Task::ALL[label as usize];
-        let class = rng.below(task.num_classes());
+        let class = rng.random_range(0..task.num_classes());
         render_into(task, class as u32, rng, out);
         classes.push(class);
     });
@@ -270,7 +273,7 @@ fn build(
     mut draw: impl FnMut(u32, &mut Rng, &mut [f32]),
 ) -> Dataset {
     let mut labels: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
-    Rng::new(derive_seed(stream, "labels", 0)).shuffle(&mut labels);
+    labels.shuffle(&mut Rng::new(derive_seed(stream, "labels", 0)));
     let mut images = vec![0.0; n * IMAGE_PIXELS];
     for (i, (&label, out)) in labels
         .iter()
@@ -292,7 +295,7 @@ fn build(
 
 /// Uniform in `[lo, hi)`.
 fn uniform(rng: &mut Rng, lo: f32, hi: f32) -> f32 {
-    lo + (hi - lo) * rng.next_f32()
+    lo + (hi - lo) * rng.random::<f32>()
 }
 
 /// A fair coin.
@@ -423,8 +426,8 @@ impl Canvas {
     fn add_noise(&mut self, rng: &mut Rng, sigma: f32) {
         for pair in self.px.chunks_exact_mut(2) {
             // Box-Muller, both outputs.
-            let radius = sigma * (-2.0 * (1.0 - rng.next_f32()).ln()).sqrt();
-            let (s, c) = (TAU * rng.next_f32()).sin_cos();
+            let radius = sigma * (-2.0 * (1.0 - rng.random::<f32>()).ln()).sqrt();
+            let (s, c) = (TAU * rng.random::<f32>()).sin_cos();
             pair[0] += radius * c;
             pair[1] += radius * s;
         }
@@ -550,7 +553,7 @@ fn draw_orientation(canvas: &mut Canvas, class: usize, rng: &mut Rng) {
     // Image rows grow downwards, so counter-clockwise is (cos, -sin).
     let (dx, dy) = (angle.cos(), -angle.sin());
     let value = uniform(rng, 0.6, 1.0);
-    if rng.below(4) == 0 {
+    if rng.random_range(0..4) == 0 {
         let period = uniform(rng, 3.5, 5.5);
         let phase = uniform(rng, 0.0, TAU);
         // Distance across the stripes: along the normal (-dy, dx).
@@ -627,7 +630,7 @@ fn draw_texture(canvas: &mut Canvas, texture: usize, rng: &mut Rng) {
             });
         }
         3 => {
-            let cell = (2 + rng.below(3)) as f32;
+            let cell = (2 + rng.random_range(0..3)) as f32;
             let (ox, oy) = (uniform(rng, 0.0, 2.0 * cell), uniform(rng, 0.0, 2.0 * cell));
             canvas.fill_with(|x, y| {
                 let parity = ((x + ox) / cell).floor() + ((y + oy) / cell).floor();
@@ -643,7 +646,7 @@ fn draw_texture(canvas: &mut Canvas, texture: usize, rng: &mut Rng) {
         }
         _ => {
             for p in &mut canvas.px {
-                *p = value * rng.next_f32();
+                *p = value * rng.random::<f32>();
             }
         }
     }
@@ -675,7 +678,7 @@ fn draw_symmetry(canvas: &mut Canvas, symmetry: usize, rng: &mut Rng) {
     let mut cells = [[0.0f32; CELLS]; CELLS];
     for row in &mut cells {
         for cell in row.iter_mut() {
-            if rng.next_f32() < density {
+            if rng.random::<f32>() < density {
                 *cell = uniform(rng, 0.5, 1.0);
             }
         }

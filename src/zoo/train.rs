@@ -7,6 +7,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
+use rand::RngCore as _;
 
 use super::model::Classifier;
 use super::tasks::{Dataset, IMAGE_SIZE};

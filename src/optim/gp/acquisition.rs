@@ -16,6 +16,8 @@
 //! `-ln EI(clamp(x))` (the clamp to `[0, 1]^d` makes the gradient vanish in a coordinate that
 //! leaves the cube, so the search stays on the faces).
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use std::cell::RefCell;
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
@@ -201,13 +203,13 @@ pub(crate) fn maximize(gp: &Gp, d: usize, search: Search, rng: &mut Rng) -> (Vec
         if c % 2 == 1 && !tops.is_empty() {
             let base = &tops[(c / 2) % tops.len()];
             let scale = SCALES[(c / 2) % SCALES.len()];
-            let forced = rng.below(d);
+            let forced = rng.random_range(0..d);
             let point: Vec<f64> = base
                 .iter()
                 .enumerate()
                 .map(|(l, &v)| {
-                    if l == forced || rng.next_f64() < prob {
-                        (v + scale * rng.normal()).clamp(0.0, 1.0)
+                    if l == forced || rng.random::<f64>() < prob {
+                        (v + scale * rng.sample::<f64, _>(StandardNormal)).clamp(0.0, 1.0)
                     } else {
                         v
                     }
@@ -215,7 +217,7 @@ pub(crate) fn maximize(gp: &Gp, d: usize, search: Search, rng: &mut Rng) -> (Vec
                 .collect();
             candidates.push(point);
         } else {
-            candidates.push((0..d).map(|_| rng.next_f64()).collect());
+            candidates.push((0..d).map(|_| rng.random::<f64>()).collect());
         }
     }
     let mut scored: Vec<(f64, usize)> = candidates

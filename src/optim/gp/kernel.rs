@@ -4,6 +4,10 @@
 //! for gradient-based acquisition search, yet rougher than the squared exponential (which tends
 //! to over-smooth noisy scores).
 
+use faer::{Mat, MatRef};
+
+use super::linalg::gram;
+
 const SQRT5: f64 = 2.236_067_977_499_79;
 
 /// The correlation `g(r) = (1 + √5 r + 5 r² / 3) exp(-√5 r)` at `r²`.
@@ -52,4 +56,57 @@ pub(crate) fn scale_rows(x: &[f64], lengths: &[f64]) -> Vec<f64> {
     x.chunks_exact(d)
         .flat_map(|row| row.iter().zip(&inv).map(|(v, i)| v * i))
         .collect()
+}
+
+/// Squared distances between the rows of `a` (`m × d`) and of `b` (`n × d`), through their Gram
+/// matrix (`|a_i|² + |b_j|² - 2 a_i·b_j`, floored at 0), as an `m × n` matrix.
+pub(crate) fn squared_distances(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut g = gram(a, b);
+    let norms = |m: MatRef<'_, f64>| -> Vec<f64> {
+        (0..m.nrows())
+            .map(|i| (0..m.ncols()).map(|l| m[(i, l)] * m[(i, l)]).sum())
+            .collect()
+    };
+    let (na, nb) = (norms(a), norms(b));
+    for (j, nj) in nb.iter().enumerate() {
+        for (v, ni) in g.col_as_slice_mut(j).iter_mut().zip(&na) {
+            *v = (ni + nj - 2.0 * *v).max(0.0);
+        }
+    }
+    g
+}
+
+/// The lower triangle of `k(X, X)` for the scaled training points `xs` (one per row), `σ_f²` on
+/// the diagonal; with `slopes`, also the strictly lower triangle of the slope factors of
+/// [`matern52_and_slope`] times `σ_f²` (the diagonal, where every coordinate difference is zero,
+/// is zero). Entries above the diagonal are left unspecified: filled column by column, the
+/// matrices are written in memory order.
+pub(crate) fn kernel_lower(
+    xs: MatRef<'_, f64>,
+    sf2: f64,
+    slopes: bool,
+) -> (Mat<f64>, Option<Mat<f64>>) {
+    let n = xs.nrows();
+    let mut k = squared_distances(xs, xs);
+    let mut slope = slopes.then(|| Mat::zeros(n, n));
+    for j in 0..n {
+        let column = &mut k.col_as_slice_mut(j)[j..];
+        column[0] = sf2;
+        match &mut slope {
+            Some(slope) => {
+                let slope_column = &mut slope.col_as_slice_mut(j)[j..];
+                for (v, s) in column.iter_mut().zip(slope_column.iter_mut()).skip(1) {
+                    let (g, d) = matern52_and_slope(*v);
+                    *v = sf2 * g;
+                    *s = sf2 * d;
+                }
+            }
+            None => {
+                for v in column.iter_mut().skip(1) {
+                    *v = sf2 * matern52(*v);
+                }
+            }
+        }
+    }
+    (k, slope)
 }

@@ -1,6 +1,22 @@
-//! Small dense linear algebra for the Gaussian process: dot products, and a Cholesky factor kept
-//! as packed lower-triangular rows (row `i` holds `L[i][0..=i]`), which grows by one row when the
-//! Kriging believer adds a fantasy observation.
+//! Dense linear algebra for the Gaussian process, on [faer](https://docs.rs/faer): the Cholesky
+//! factor of the kernel matrix (blocked, SIMD), triangular solves for one vector or many, the
+//! inverse, and the factor grown by one row when the Kriging believer adds a fantasy
+//! observation.
+//!
+//! Everything runs sequentially (`Par::Seq`): one run gives the same bits every time, and the
+//! study's evaluators keep the other cores. faer chooses its SIMD kernels for the CPU at run
+//! time, so results may differ in the last bits between CPUs of different generations.
+
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt;
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_solve::{
+    solve_lower_triangular_in_place, solve_upper_triangular_in_place,
+};
+use faer::{Accum, ColMut, Mat, MatRef, Par};
+
+/// The parallelism of every operation here.
+pub(crate) const PAR: Par = Par::Seq;
 
 /// `a · b` over the common length, with four accumulators (a fixed order: the same inputs give
 /// the same bits on every machine).
@@ -24,68 +40,70 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
-/// The offset of row `i` in packed lower-triangular storage.
-#[inline]
-pub(crate) fn row_start(i: usize) -> usize {
-    i * (i + 1) / 2
+/// `a bᵀ` (`a` is `m × d`, `b` is `n × d`): the Gram matrix of two point sets.
+pub(crate) fn gram(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(a.nrows(), b.nrows());
+    matmul(out.as_mut(), Accum::Replace, a, b.transpose(), 1.0, PAR);
+    out
 }
 
-/// A lower-triangular Cholesky factor `L` (`K = L Lᵀ`) in packed rows.
+/// A lower-triangular Cholesky factor `L` of `K = L Lᵀ` (the upper triangle is zero).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Cholesky {
-    n: usize,
-    packed: Vec<f64>,
+    l: Mat<f64>,
 }
 
 impl Cholesky {
-    /// Factors the symmetric matrix whose packed lower triangle is `packed` (`n` rows), in
-    /// place (Cholesky–Banachiewicz, row by row). `None` when it is not numerically positive
-    /// definite.
-    pub(crate) fn factor(mut packed: Vec<f64>, n: usize) -> Option<Cholesky> {
-        debug_assert_eq!(packed.len(), row_start(n));
+    /// Factors the symmetric matrix `a` (its lower triangle is read). `None` when it is not
+    /// numerically positive definite.
+    pub(crate) fn factor(mut a: Mat<f64>) -> Option<Cholesky> {
+        let n = a.nrows();
+        let mut buffer = MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(
+            n,
+            PAR,
+            Default::default(),
+        ));
+        llt::factor::cholesky_in_place(
+            a.as_mut(),
+            Default::default(),
+            PAR,
+            MemStack::new(&mut buffer),
+            Default::default(),
+        )
+        .ok()?;
         for j in 0..n {
-            let rj = row_start(j);
-            for k in 0..j {
-                let rk = row_start(k);
-                let (head, row_j) = packed.split_at_mut(rj);
-                let s = row_j[k] - dot(&row_j[..k], &head[rk..rk + k]);
-                row_j[k] = s / head[rk + k];
-            }
-            let row = &packed[rj..rj + j];
-            let d = packed[rj + j] - dot(row, row);
+            let d = a[(j, j)];
             if !(d > 0.0 && d.is_finite()) {
                 return None;
             }
-            packed[rj + j] = d.sqrt();
+            for i in 0..j {
+                a[(i, j)] = 0.0;
+            }
         }
-        Some(Cholesky { n, packed })
+        Some(Cholesky { l: a })
     }
 
-    /// Row `i` of `L`, `L[i][0..=i]`.
-    #[inline]
-    pub(crate) fn row(&self, i: usize) -> &[f64] {
-        let r = row_start(i);
-        &self.packed[r..r + i + 1]
+    /// The number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.l.nrows()
     }
 
     /// Solves `L v = b` (forward substitution), in place.
     pub(crate) fn solve_lower(&self, b: &mut [f64]) {
-        for i in 0..self.n {
-            let row = self.row(i);
-            b[i] = (b[i] - dot(&row[..i], &b[..i])) / row[i];
-        }
+        solve_lower_triangular_in_place(
+            self.l.as_ref(),
+            ColMut::from_slice_mut(b).as_mat_mut(),
+            PAR,
+        );
     }
 
     /// Solves `Lᵀ w = v` (back substitution), in place.
     pub(crate) fn solve_upper(&self, v: &mut [f64]) {
-        for i in (0..self.n).rev() {
-            let row = self.row(i);
-            let w = v[i] / row[i];
-            v[i] = w;
-            for (vk, lk) in v[..i].iter_mut().zip(&row[..i]) {
-                *vk -= w * lk;
-            }
-        }
+        solve_upper_triangular_in_place(
+            self.l.transpose(),
+            ColMut::from_slice_mut(v).as_mat_mut(),
+            PAR,
+        );
     }
 
     /// Solves `K x = b`, in place.
@@ -96,44 +114,84 @@ impl Cholesky {
 
     /// `Σ ln L_ii`, half the log-determinant of `K`.
     pub(crate) fn half_log_det(&self) -> f64 {
-        (0..self.n).map(|i| self.row(i)[i].ln()).sum()
+        (0..self.len()).map(|i| self.l[(i, i)].ln()).sum()
     }
 
     /// Appends a row: `K` grows by one observation whose covariances with the others are `k` and
     /// whose variance is `kss`. The new diagonal is floored at `floor` (a fantasy at a point
     /// that is already observed must not break the factor).
     pub(crate) fn push(&mut self, k: &[f64], kss: f64, floor: f64) {
+        let n = self.len();
         let mut v = k.to_vec();
         self.solve_lower(&mut v);
         let d = (kss - dot(&v, &v)).max(floor).sqrt();
-        self.packed.extend_from_slice(&v);
-        self.packed.push(d);
-        self.n += 1;
+        self.l.resize_with(n + 1, n + 1, |i, j| {
+            if i == n && j < n {
+                v[j]
+            } else if i == n && j == n {
+                d
+            } else {
+                0.0
+            }
+        });
     }
 
-    /// `K⁻¹` as a full row-major `n × n` matrix: `U = L⁻ᵀ` row by row (row `j` of `U` is
-    /// column `j` of `L⁻¹`), then `K⁻¹ = U Uᵀ` from dot products of rows.
-    pub(crate) fn inverse(&self) -> Vec<f64> {
-        let n = self.n;
-        // u[j] holds column j of L^{-1} in entries j..n (entries below j are zero).
-        let mut u = vec![0.0; n * n];
-        for j in 0..n {
-            let col = &mut u[j * n..(j + 1) * n];
-            col[j] = 1.0 / self.row(j)[j];
-            for i in j + 1..n {
-                let row = self.row(i);
-                col[i] = -dot(&row[j..i], &col[j..i]) / row[i];
-            }
-        }
-        let mut inv = vec![0.0; n * n];
+    /// `K⁻¹`, its lower triangle only (the upper is zero).
+    pub(crate) fn inverse_lower(&self) -> Mat<f64> {
+        let n = self.len();
+        let mut out = Mat::zeros(n, n);
+        let mut buffer = MemBuffer::new(llt::inverse::inverse_scratch::<f64>(n, PAR));
+        llt::inverse::inverse(
+            out.as_mut(),
+            self.l.as_ref(),
+            PAR,
+            MemStack::new(&mut buffer),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factor_solve_inverse_and_push_agree() {
+        // K = A Aᵀ + I for a fixed A.
+        let n = 6;
+        let a = Mat::from_fn(n, n, |i, j| ((i * 7 + j * 3) % 5) as f64 - 2.0);
+        let mut k = gram(a.as_ref(), a.as_ref());
         for i in 0..n {
-            for j in i..n {
-                // (L^{-T} L^{-1})_{ij} = Σ_k Linv[k][i] Linv[k][j], k ≥ max(i, j) = j.
-                let s = dot(&u[i * n + j..(i + 1) * n], &u[j * n + j..(j + 1) * n]);
-                inv[i * n + j] = s;
-                inv[j * n + i] = s;
+            k[(i, i)] += 1.0;
+        }
+        let full = k.clone();
+        let chol = Cholesky::factor(k.clone()).unwrap();
+        let b: Vec<f64> = (0..n).map(|i| i as f64 - 1.5).collect();
+        let mut x = b.clone();
+        chol.solve(&mut x);
+        for i in 0..n {
+            let kx: f64 = (0..n).map(|j| full[(i, j)] * x[j]).sum();
+            assert!((kx - b[i]).abs() < 1e-9, "row {i}");
+        }
+        let inv = chol.inverse_lower();
+        for i in 0..n {
+            let e: f64 = (0..n)
+                .map(|j| full[(i, j)] * inv[(j.max(i), j.min(i))])
+                .sum();
+            assert!((e - 1.0).abs() < 1e-9);
+        }
+        // Growing by the last row equals factoring the whole matrix.
+        let head = Mat::from_fn(n - 1, n - 1, |i, j| full[(i, j)]);
+        let mut grown = Cholesky::factor(head).unwrap();
+        let k_last: Vec<f64> = (0..n - 1).map(|j| full[(n - 1, j)]).collect();
+        grown.push(&k_last, full[(n - 1, n - 1)], 1e-12);
+        for i in 0..n {
+            for j in 0..n {
+                assert!((grown.l[(i, j)] - chol.l[(i, j)]).abs() < 1e-9);
             }
         }
-        inv
+        let mut not_pd = full.clone();
+        not_pd[(2, 2)] = -1.0;
+        assert!(Cholesky::factor(not_pd).is_none());
     }
 }

@@ -10,13 +10,17 @@
 //!
 //! **Hyperparameters** are refitted after every tell by maximizing the log marginal likelihood
 //! plus weak priors with L-BFGS (argmin) on the analytic gradient in log-parameter space, from
-//! the previous fit (or the priors' means) and `restarts - 1` random starts; the priors and
-//! bounds (length scales in `[0.01, 100]`, noise at least 10⁻⁶) keep the fit from degenerating
-//! with few points. One evaluation costs a Cholesky factorization and the inverse (`O(n³)`) and
-//! one `O(n² d)` pass for all gradient entries (`hyper.rs`). The random starts fit a random
-//! subsample of at most [`GpOptions::fit_subsample`] observations; only the warm start (and the
-//! polish of a random start that beats it) sees all of them, which bounds the cost of restarts
-//! at hundreds of observations.
+//! the previous fit (or the priors' means); the priors and bounds (length scales in
+//! `[0.01, 100]`, noise at least 10⁻⁶) keep the fit from degenerating with few points. One
+//! evaluation costs the kernel matrix (`O(n² d)`, its `n²/2` exponentials the largest part), a
+//! Cholesky factorization and the inverse (`O(n³)`, faer) and one matrix product for all
+//! gradient entries (`hyper.rs`). Most tells refit from the previous fit for
+//! [`GpOptions::warm_iters`] iterations (one more observation moves the optimum little, and
+//! the next tell continues from there); once the observations have grown by
+//! [`GpOptions::restart_growth`] since the last time, a tell also runs `restarts - 1` random
+//! starts, on a random subsample of at most [`GpOptions::fit_subsample`] observations (only the
+//! warm start, and the polish of a random start that beats it, see all of them), to escape a
+//! local optimum.
 //!
 //! **Acquisition.** Log expected improvement over the smallest posterior mean at an observed
 //! point (not the smallest noisy value, which a lucky draw would make too optimistic), computed
@@ -43,9 +47,10 @@
 //! over time the weights sweep the whole front. [`Optimizer::predict`] uses one GP per
 //! objective, fitted (with restarts) at every tell.
 //!
-//! **Cost.** Single-threaded; at 500 observations in 48 dimensions a tell (the warm refit) takes
-//! about 3 s and an ask of one point 0.2 s; at 100 observations both take about 0.1 s (see
-//! `benches/gp.rs`).
+//! **Cost.** Single-threaded; per trial of a study (a warm tell and an ask, averaged over a window
+//! that holds one tell with restarts) about 0.25 s at 300 observations in 48 dimensions and 0.04 s
+//! at 100, on a shared 2-core machine (see `benches/gp.rs` and the README). faer picks SIMD
+//! kernels for the CPU at run time, so two CPUs may give results that differ in the last bits.
 //!
 //! **Resume.** The state is the observations, the fitted hyperparameters, the generator and the
 //! counters, every float bit-exact (see [`super::exact`]); models are rebuilt from it, so after a
@@ -59,6 +64,8 @@ mod model;
 #[cfg(test)]
 mod tests;
 
+use rand::Rng as _;
+use rand::seq::SliceRandom as _;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -81,11 +88,19 @@ pub struct GpOptions {
     /// ParEGO over [`Told::objectives`] instead of single-objective EI on [`Told::value`]
     /// (default `false`).
     pub multi_objective: bool,
-    /// Starts of the hyperparameter fit after each tell: the previous fit plus `restarts - 1`
+    /// Starts of the hyperparameter fit after a tell: the previous fit plus `restarts - 1`
     /// random ones (default 3, at least 1).
     pub restarts: usize,
+    /// The random starts run at a tell only once the observations have grown by this fraction
+    /// since they last ran (default 0.1: at every tell up to 10 observations, about every 30th
+    /// at 300); other tells refit from the previous fit alone. 0 runs them at every tell.
+    pub restart_growth: f64,
     /// L-BFGS iterations per hyperparameter start (default 50, at least 1).
     pub max_iters: usize,
+    /// L-BFGS iterations of the refit from the previous fit at a tell without random restarts
+    /// (default 10, at least 1): one more observation moves the optimum little, and each tell
+    /// continues where the last one stopped.
+    pub warm_iters: usize,
     /// The random hyperparameter starts fit on a random subsample of at most this many
     /// observations (default 150, at least 10); only the warm start, and the polish of a random
     /// start that beats it, see every observation. Bounds the cost of restarts at large `n`.
@@ -110,7 +125,9 @@ impl Default for GpOptions {
             initial: None,
             multi_objective: false,
             restarts: 3,
+            restart_growth: 0.1,
             max_iters: 50,
+            warm_iters: 10,
             fit_subsample: 150,
             candidates: 1000,
             refine: 5,
@@ -145,6 +162,9 @@ struct State {
     theta: Vec<f64>,
     /// ParEGO mode: the log hyperparameters of each objective's model, for `predict`.
     objective_thetas: Vec<Exact>,
+    /// The number of observations at which the random restarts run next.
+    #[serde(default)]
+    restarts_at: usize,
 }
 
 /// Standardized targets of one model, with the shift and scale to undo it.
@@ -227,6 +247,9 @@ impl GaussianProcessBo {
         if options.max_iters == 0 {
             return Err(OptimError::invalid("max_iters", "must be at least 1", 0));
         }
+        if options.warm_iters == 0 {
+            return Err(OptimError::invalid("warm_iters", "must be at least 1", 0));
+        }
         if options.fit_subsample < 10 {
             return Err(OptimError::invalid(
                 "fit_subsample",
@@ -236,6 +259,13 @@ impl GaussianProcessBo {
         }
         if options.candidates == 0 {
             return Err(OptimError::invalid("candidates", "must be at least 1", 0));
+        }
+        if !(options.restart_growth.is_finite() && options.restart_growth >= 0.0) {
+            return Err(OptimError::invalid(
+                "restart_growth",
+                "must be finite and non-negative",
+                options.restart_growth,
+            ));
         }
         if !(options.parego_rho.is_finite() && options.parego_rho >= 0.0) {
             return Err(OptimError::invalid(
@@ -255,6 +285,7 @@ impl GaussianProcessBo {
             failed: Vec::new(),
             theta: Vec::new(),
             objective_thetas: Vec::new(),
+            restarts_at: 0,
         }))
     }
 
@@ -308,12 +339,17 @@ impl GaussianProcessBo {
             .collect()
     }
 
-    /// Fits hyperparameters to standardized `y` from `previous` (or the priors' means) and
-    /// `restarts - 1` random starts (on a subsample when there are many observations).
-    fn fit_theta(&mut self, x: &[f64], y: &[f64], previous: &[f64]) -> Vec<f64> {
+    /// Fits hyperparameters to standardized `y` from `previous` (or the priors' means) and, when
+    /// `restart`, `restarts - 1` random starts (on a subsample when there are many observations).
+    fn fit_theta(&mut self, x: &[f64], y: &[f64], previous: &[f64], restart: bool) -> Vec<f64> {
         let d = self.state.dim;
         let options = &self.state.options;
-        let (restarts, cap, iters) = (options.restarts, options.fit_subsample, options.max_iters);
+        let (restarts, iters) = if restart {
+            (options.restarts, options.max_iters)
+        } else {
+            (1, options.warm_iters)
+        };
+        let cap = options.fit_subsample;
         let warm = if previous.len() == d + 2 {
             previous.to_vec()
         } else {
@@ -323,7 +359,7 @@ impl GaussianProcessBo {
         let randoms: Vec<Vec<f64>> = (1..restarts).map(|_| hyper::random_theta(d, rng)).collect();
         let subsample = (!randoms.is_empty() && y.len() > cap).then(|| {
             let mut idx: Vec<usize> = (0..y.len()).collect();
-            rng.shuffle(&mut idx);
+            idx.shuffle(rng);
             idx.truncate(cap);
             idx.sort_unstable();
             idx
@@ -331,10 +367,16 @@ impl GaussianProcessBo {
         hyper::fit_restarts(x, y, d, warm, &randoms, subsample.as_deref(), iters as u64)
     }
 
-    /// Refits the hyperparameters after a tell.
+    /// Refits the hyperparameters after a tell (with the random restarts when they are due).
     fn refit(&mut self) {
-        if self.state.observations.len() < 2 {
+        let n = self.state.observations.len();
+        if n < 2 {
             return;
+        }
+        let restart = n >= self.state.restarts_at;
+        if restart {
+            let grown = (n as f64 * (1.0 + self.state.options.restart_growth)).ceil() as usize;
+            self.state.restarts_at = grown.max(n + 1);
         }
         let x = self.inputs();
         if self.state.options.multi_objective {
@@ -343,19 +385,20 @@ impl GaussianProcessBo {
             for j in 0..m {
                 let targets = standardize(&self.column(j));
                 let previous = self.state.objective_thetas[j].0.clone();
-                self.state.objective_thetas[j] = Exact(self.fit_theta(&x, &targets.y, &previous));
+                self.state.objective_thetas[j] =
+                    Exact(self.fit_theta(&x, &targets.y, &previous, restart));
             }
         } else {
             let targets = standardize(&self.column(0));
             let previous = self.state.theta.clone();
-            self.state.theta = self.fit_theta(&x, &targets.y, &previous);
+            self.state.theta = self.fit_theta(&x, &targets.y, &previous, restart);
         }
     }
 
     /// A weight vector uniform on the simplex (normalized exponentials).
     fn simplex_weights(&mut self, m: usize) -> Vec<f64> {
         let w: Vec<f64> = (0..m)
-            .map(|_| -(1.0 - self.state.rng.next_f64()).ln())
+            .map(|_| -(1.0 - self.state.rng.random::<f64>()).ln())
             .collect();
         let sum: f64 = w.iter().sum();
         w.iter().map(|v| v / sum).collect()
@@ -517,7 +560,7 @@ impl Optimizer for GaussianProcessBo {
             let point = match self.propose(&out) {
                 Some(point) => point,
                 None => (0..self.state.dim)
-                    .map(|_| self.state.rng.next_f64())
+                    .map(|_| self.state.rng.random::<f64>())
                     .collect(),
             };
             out.push(point);

@@ -2,8 +2,10 @@
 //! `K + σ_n² I` and `α = (K + σ_n² I)⁻¹ y`), prediction of the latent function's mean and
 //! variance with their gradients, and fantasy observations for the Kriging believer.
 
-use super::kernel::{matern52, matern52_and_slope, scale_rows, scaled_dist2};
-use super::linalg::{Cholesky, dot, row_start};
+use faer::Mat;
+
+use super::kernel::{kernel_lower, matern52, matern52_and_slope, scale_rows, scaled_dist2};
+use super::linalg::{Cholesky, dot};
 
 /// The hyperparameters in log space: `[ln ℓ_1, …, ln ℓ_d, ln σ_f², ln σ_n²]`.
 pub(crate) type Theta = [f64];
@@ -46,21 +48,18 @@ impl Gp {
         let sf2 = theta[d].exp();
         let noise = theta[d + 1].exp();
         let xs = scale_rows(x, &lengths);
-        let mut packed = vec![0.0; row_start(n)];
-        for i in 0..n {
-            let r = row_start(i);
-            let xi = &xs[i * d..(i + 1) * d];
-            for j in 0..i {
-                packed[r + j] = sf2 * matern52(scaled_dist2(xi, &xs[j * d..(j + 1) * d]));
-            }
-        }
+        let (k, _) = kernel_lower(
+            Mat::from_fn(n, d, |i, l| xs[i * d + l]).as_ref(),
+            sf2,
+            false,
+        );
         for jitter in JITTER {
             let sn2 = noise + jitter * sf2;
-            let mut a = packed.clone();
+            let mut a = k.clone();
             for i in 0..n {
-                a[row_start(i) + i] = sf2 + sn2;
+                a[(i, i)] += sn2;
             }
-            if let Some(chol) = Cholesky::factor(a, n) {
+            if let Some(chol) = Cholesky::factor(a) {
                 let mut alpha = y.to_vec();
                 chol.solve(&mut alpha);
                 return Some(Gp {

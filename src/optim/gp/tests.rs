@@ -4,6 +4,8 @@ use super::model::Gp;
 use super::*;
 use crate::optim::RandomSearch;
 use crate::pareto::hypervolume;
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 
 /// Options small enough for a debug build.
 fn quick(multi_objective: bool) -> GpOptions {
@@ -97,7 +99,7 @@ fn log_ei_matches_the_closed_form_and_stays_finite_in_the_far_tail() {
 /// `n` points of `d` coordinates and values of a smooth function with a little noise.
 fn data(n: usize, d: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
     let mut rng = Rng::new(seed);
-    let x: Vec<f64> = (0..n * d).map(|_| rng.next_f64()).collect();
+    let x: Vec<f64> = (0..n * d).map(|_| rng.random::<f64>()).collect();
     let y = x
         .chunks_exact(d)
         .map(|p| {
@@ -105,7 +107,7 @@ fn data(n: usize, d: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
                 .enumerate()
                 .map(|(l, v)| (3.0 * v + l as f64).sin())
                 .sum::<f64>()
-                + 0.01 * rng.normal()
+                + 0.01 * rng.sample::<f64, _>(StandardNormal)
         })
         .collect();
     (x, y)
@@ -149,7 +151,7 @@ fn log_ei_gradient_matches_finite_differences() {
     let best = gp.train_means().into_iter().fold(f64::INFINITY, f64::min);
     let mut rng = Rng::new(5);
     for _ in 0..5 {
-        let p: Vec<f64> = (0..d).map(|_| 0.1 + 0.8 * rng.next_f64()).collect();
+        let p: Vec<f64> = (0..d).map(|_| 0.1 + 0.8 * rng.random::<f64>()).collect();
         let (v, g) = log_ei_grad(&gp, &p, best);
         for l in 0..d {
             let h = 1e-6;

@@ -52,6 +52,8 @@
 
 mod quadratic;
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use super::observation::Observation;
@@ -612,13 +614,13 @@ impl Map {
         let mut attempt = 0usize;
         while batch.len() < self.batch {
             let x: Vec<f64> = if bases.is_empty() || attempt >= 64 {
-                (0..self.dim).map(|_| self.rng.next_f64()).collect()
+                (0..self.dim).map(|_| self.rng.random::<f64>()).collect()
             } else {
                 let base = &bases[(batch.len() + attempt) % bases.len()];
                 let sigma = 0.05 * (1.0 + (attempt / 8) as f64);
                 let x: Vec<f64> = base
                     .iter()
-                    .map(|&b| b + sigma * self.rng.normal())
+                    .map(|&b| b + sigma * self.rng.sample::<f64, _>(StandardNormal))
                     .collect();
                 clamp_point(&x)
             };
@@ -687,7 +689,7 @@ impl Optimizer for Map {
         let Some(surrogate) = surrogate else {
             // Too few successes to fit: more uniform points.
             return (0..self.batch)
-                .map(|_| (0..self.dim).map(|_| self.rng.next_f64()).collect())
+                .map(|_| (0..self.dim).map(|_| self.rng.random::<f64>()).collect())
                 .collect();
         };
         self.fitted = self.history.len();

@@ -2,10 +2,11 @@ use super::quadratic::{Basis, Scales, Validation, feature_count};
 use super::*;
 use crate::optim::RandomSearch;
 use crate::optim::test_support::{hv_min, run, told};
+use rand_distr::StandardNormal;
 
 fn uniform(rng: &mut Rng, n: usize, dim: usize) -> Vec<Vec<f64>> {
     (0..n)
-        .map(|_| (0..dim).map(|_| rng.next_f64()).collect())
+        .map(|_| (0..dim).map(|_| rng.random::<f64>()).collect())
         .collect()
 }
 
@@ -90,7 +91,10 @@ fn cross_validation_picks_a_sensible_ridge() {
     let points = uniform(&mut rng, 40, 3);
     let basis = Basis::new(&points, UNIT);
     let exact: Vec<f64> = points.iter().map(|x| x[0] * x[1] + x[2] * x[2]).collect();
-    let noise: Vec<f64> = points.iter().map(|_| rng.normal()).collect();
+    let noise: Vec<f64> = points
+        .iter()
+        .map(|_| rng.sample::<f64, _>(StandardNormal))
+        .collect();
     let noisy: Vec<f64> = exact
         .iter()
         .zip(&noise)

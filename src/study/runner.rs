@@ -1,0 +1,160 @@
+//! One worker's trials under a panic guard. The [`Evaluator`] contract says failures are
+//! values, but a panic can still come from below (a backend out of device memory, a bug): the
+//! guard turns it into a failed trial carrying the panic's message, drops the worker's
+//! evaluators (their state may be half-updated) and builds fresh ones for the next trial, so the
+//! run goes on.
+//!
+//! The runner is what a worker does with a point, wherever the worker lives: the study's worker
+//! threads own one each, and a remote worker process can own one the same way.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::prelude::*;
+
+use super::trial::{Scalarizer, failed_trial, run_trial};
+use crate::eval::{EvalConfigError, Evaluator};
+use crate::failpoint;
+use crate::merge::Merger;
+use crate::record::{TrialRecord, now};
+use crate::space::Space;
+
+/// Builds one worker's evaluators: at the start, and again after a panic.
+pub type EvaluatorFactory<'a, B> =
+    dyn Fn() -> Result<Vec<Box<dyn Evaluator<B>>>, EvalConfigError> + Sync + 'a;
+
+/// Runs trials for one worker: decode, merge, evaluate, scalarize, a panic becoming a failed
+/// trial.
+pub struct TrialRunner<'a, B: Backend> {
+    space: &'a Space,
+    merger: Option<&'a Merger<B>>,
+    scalarizer: &'a Scalarizer,
+    build: &'a EvaluatorFactory<'a, B>,
+    /// `None` after a panic, until rebuilt.
+    evaluators: Option<Vec<Box<dyn Evaluator<B>>>>,
+    /// How many times the evaluators were built.
+    builds: usize,
+}
+
+impl<'a, B: Backend> TrialRunner<'a, B> {
+    /// A runner starting with `evaluators` (made by `build`, which makes their replacements).
+    pub fn new(
+        space: &'a Space,
+        merger: Option<&'a Merger<B>>,
+        scalarizer: &'a Scalarizer,
+        build: &'a EvaluatorFactory<'a, B>,
+        evaluators: Vec<Box<dyn Evaluator<B>>>,
+    ) -> TrialRunner<'a, B> {
+        TrialRunner {
+            space,
+            merger,
+            scalarizer,
+            build,
+            evaluators: Some(evaluators),
+            builds: 1,
+        }
+    }
+
+    /// How many times this runner built its evaluators (1 plus one per panic recovered from).
+    pub fn builds(&self) -> usize {
+        self.builds
+    }
+
+    /// Runs trial `id` of batch `generation` at `point`. Never panics: a panic inside the trial
+    /// is a failed record (`panicked: MESSAGE`), after which the evaluators are rebuilt.
+    pub fn run(&mut self, id: u64, generation: u64, point: &[f64]) -> TrialRecord {
+        let started = now();
+        if self.evaluators.is_none() {
+            match guarded(|| (self.build)()) {
+                Ok(Ok(fresh)) => {
+                    self.evaluators = Some(fresh);
+                    self.builds += 1;
+                }
+                Ok(Err(e)) => {
+                    let reason = format!("the evaluators could not be rebuilt after a panic: {e}");
+                    return self.failed(id, generation, point, started, reason);
+                }
+                Err(message) => {
+                    let reason = format!("rebuilding the evaluators panicked: {message}");
+                    return self.failed(id, generation, point, started, reason);
+                }
+            }
+        }
+        let evaluators = self.evaluators.as_mut().expect("built above");
+        let (space, merger, scalarizer) = (self.space, self.merger, self.scalarizer);
+        let outcome = guarded(|| {
+            failpoint::hit(failpoint::TRIAL_PANIC);
+            run_trial(space, merger, evaluators, scalarizer, id, generation, point)
+        });
+        match outcome {
+            Ok(record) => record,
+            Err(message) => {
+                // Dropping may panic too (a worker evaluator shutting its program down).
+                let damaged = self.evaluators.take();
+                let _ = guarded(move || drop(damaged));
+                let reason = format!("panicked: {message} (the evaluators were rebuilt)");
+                self.failed(id, generation, point, started, reason)
+            }
+        }
+    }
+
+    /// A failed record with the point's parameters when it decodes.
+    fn failed(
+        &self,
+        id: u64,
+        generation: u64,
+        point: &[f64],
+        started: f64,
+        reason: String,
+    ) -> TrialRecord {
+        let mut record = failed_trial(id, generation, point, started, reason);
+        if let Ok(decoded) = self.space.decode(point) {
+            record.params = decoded.params;
+        }
+        record
+    }
+}
+
+thread_local! {
+    /// Whether this thread is inside [`guarded`] (its panics are caught and reported).
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into its message.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let outer = GUARDED.replace(true);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.set(outer);
+    result.map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// Installs a panic hook that reports a panic caught by a guard in one line (the failed trial or
+/// the error carries its message) and leaves every other panic to the default hook.
+pub fn quiet_caught_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if GUARDED.get() {
+            let at = info
+                .location()
+                .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+            eprintln!(
+                "note: caught a panic{at}: {}",
+                panic_message(info.payload())
+            );
+        } else {
+            default(info);
+        }
+    }));
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
