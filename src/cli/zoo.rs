@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use super::progress_bar as bar;
@@ -26,9 +27,9 @@ pub enum ZooCommand {
         /// The zoo directory.
         #[arg(long, default_value = "results/zoo")]
         out: PathBuf,
-        /// Seed of data, initialization and training.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// Seed of data, initialization and training (default 0).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Pretraining steps of the base.
         #[arg(long)]
         pretrain_steps: Option<usize>,
@@ -38,6 +39,10 @@ pub enum ZooCommand {
         /// Fine-tuning learning rate.
         #[arg(long)]
         finetune_lr: Option<f64>,
+        /// A TOML file of zoo settings (any of `ZooConfig`'s fields; the flags above override
+        /// it, the defaults fill the rest).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print the baseline table on the test split as Markdown: base, experts, weight averaging,
     /// task arithmetic and TIES (lambdas chosen on validation). Builds the zoo if missing.
@@ -85,10 +90,19 @@ pub fn run(command: ZooCommand) -> anyhow::Result<()> {
             pretrain_steps,
             finetune_steps,
             finetune_lr,
+            config,
         } => {
-            let defaults = ZooConfig::default();
+            let defaults = match config {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    toml::from_str::<ZooConfig>(&text)
+                        .with_context(|| format!("{}: not zoo settings", file.display()))?
+                }
+                None => ZooConfig::default(),
+            };
             let config = ZooConfig {
-                seed,
+                seed: seed.unwrap_or(defaults.seed),
                 pretrain_steps: pretrain_steps.unwrap_or(defaults.pretrain_steps),
                 finetune_steps: finetune_steps.unwrap_or(defaults.finetune_steps),
                 finetune_lr: finetune_lr.unwrap_or(defaults.finetune_lr),

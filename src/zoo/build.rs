@@ -30,8 +30,20 @@ use crate::checkpoint::{
 };
 use crate::merge::host_values;
 
+/// Where each task's classification head comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadSource {
+    /// The task's rows of the pretraining head (whose joint label space holds every task's
+    /// classes): a head the task never trained, as CLIP's zero-shot text heads are.
+    ZeroShot,
+    /// A new head fitted on the frozen base for `probe_steps` (linear probing; LP-FT).
+    Probe,
+}
+
 /// Everything that determines a zoo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ZooConfig {
     /// Seed of data, initialization and batch order.
     pub seed: u64,
@@ -48,8 +60,10 @@ pub struct ZooConfig {
     pub train_examples: usize,
     /// Validation and test examples per task (each).
     pub eval_examples: usize,
-    /// Linear-probing steps per expert before fine-tuning (LP-FT): the new head alone is fitted
-    /// on the frozen base.
+    /// Where each task's head comes from.
+    pub heads: HeadSource,
+    /// Linear-probing steps per expert before fine-tuning (LP-FT, with [`HeadSource::Probe`]):
+    /// the new head alone is fitted on the frozen base.
     pub probe_steps: usize,
     /// Linear-probing learning rate.
     pub probe_lr: f64,
@@ -73,6 +87,7 @@ impl Default for ZooConfig {
             pretrain_steps: 400,
             pretrain_lr: 1e-3,
             train_examples: 4000,
+            heads: HeadSource::Probe,
             eval_examples: 1000,
             probe_steps: 60,
             probe_lr: 1e-2,
@@ -80,6 +95,37 @@ impl Default for ZooConfig {
             finetune_steps: 180,
             finetune_lr: 5e-4,
             batch: 32,
+        }
+    }
+}
+
+impl ZooConfig {
+    /// Linear-probing steps per expert: `probe_steps` when heads are probed, else none.
+    pub fn probing_steps(&self) -> usize {
+        match self.heads {
+            HeadSource::ZeroShot => 0,
+            HeadSource::Probe => self.probe_steps,
+        }
+    }
+
+    /// A zoo built in seconds, for tests and smoke runs: a few training steps on little data,
+    /// so its models are barely trained.
+    pub fn tiny(seed: u64, encoder: EncoderConfig) -> ZooConfig {
+        ZooConfig {
+            seed,
+            encoder,
+            pretrain_examples: 200,
+            pretrain_steps: 10,
+            pretrain_lr: 1e-3,
+            train_examples: 100,
+            eval_examples: 60,
+            heads: HeadSource::Probe,
+            probe_steps: 3,
+            probe_lr: 1e-2,
+            freeze_head: true,
+            finetune_steps: 5,
+            finetune_lr: 1e-3,
+            batch: 16,
         }
     }
 }
@@ -209,7 +255,7 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     let device = Default::default();
     let mut init = crate::rng::Rng::new(crate::rng::derive_seed(config.seed, "zoo/init", 0));
     let steps =
-        config.pretrain_steps + Task::ALL.len() * (config.probe_steps + config.finetune_steps);
+        config.pretrain_steps + Task::ALL.len() * (config.probing_steps() + config.finetune_steps);
     progress.set_length(steps as u64);
 
     progress.set_message("pretraining the base");
@@ -236,11 +282,12 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
         pretrain_dataset(split, config.eval_examples, config.seed)
     });
     let base_encoder = base.encoder;
+    let base_head = base.head;
     write_model(
         &staging.join("base"),
         inference(&Classifier {
             encoder: base_encoder.clone(),
-            head: base.head,
+            head: base_head.clone(),
         })
         .encoder
         .export(),
@@ -251,10 +298,18 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     progress.set_message("fine-tuning the experts");
     let mut heads = Vec::new();
     let mut tasks = Vec::new();
+    let mut classes = 0;
     for (t, task) in Task::ALL.into_iter().enumerate() {
+        let head = match config.heads {
+            HeadSource::ZeroShot => base_head.classes(classes..classes + task.num_classes()),
+            HeadSource::Probe => {
+                Head::new(config.encoder.dim, task.num_classes(), &mut init, &device)
+            }
+        };
+        classes += task.num_classes();
         let model = Classifier {
             encoder: base_encoder.clone(),
-            head: Head::new(config.encoder.dim, task.num_classes(), &mut init, &device),
+            head,
         };
         let (expert, metrics) = finetune(config, t, task, model, progress);
         let expert = inference(&expert);
@@ -325,7 +380,7 @@ fn finetune(
     let data = generate(task, Split::Train, config.train_examples, config.seed);
     let Classifier { encoder, head } = model;
     let probe = TrainConfig {
-        steps: config.probe_steps,
+        steps: config.probing_steps(),
         batch: config.batch,
         lr: config.probe_lr,
         seed: crate::rng::derive_seed(config.seed, &format!("probe/{}", task.name()), index as u64),
@@ -370,8 +425,8 @@ fn evaluate(
     }
 }
 
-/// Writes flattened tensors as an f32 model directory.
-fn write_model<B: Backend>(
+/// Writes flattened tensors as an f32 model directory (`dir/model.safetensors`).
+pub fn write_model<B: Backend>(
     dir: &Path,
     tensors: Vec<NamedTensor<B>>,
 ) -> Result<(), CheckpointError> {
@@ -398,19 +453,11 @@ mod tests {
 
     fn tiny() -> ZooConfig {
         ZooConfig {
-            seed: 3,
-            encoder: EncoderConfig::mlp(),
-            pretrain_examples: 200,
             pretrain_steps: 4,
-            pretrain_lr: 1e-3,
-            train_examples: 100,
             eval_examples: 50,
             probe_steps: 2,
-            probe_lr: 1e-2,
-            freeze_head: true,
             finetune_steps: 3,
-            finetune_lr: 1e-3,
-            batch: 16,
+            ..ZooConfig::tiny(3, EncoderConfig::mlp())
         }
     }
 
