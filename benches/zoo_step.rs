@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use burn::backend::Autodiff;
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::Transaction;
 use burn::tensor::backend::AutodiffBackend;
@@ -102,11 +102,8 @@ fn main() {
     let device = device_spec.open().expect("bench device");
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
-    mergesearch::with_backend!(device, |B, device| {
+    let fingerprint = mergesearch::with_backend!(device, |B, device| {
         let bench = Bench::<Autodiff<B>>::open(&zoo, &device);
-        if let Ok(dir) = std::env::var("MERGESEARCH_BENCH_DUMP") {
-            bench.dump(Path::new(&dir), &device);
-        }
         for round in 0..rounds {
             let measured = bench.measure(reps, round == 0);
             println!(
@@ -131,7 +128,16 @@ fn main() {
                 theirs.push(t);
             }
         }
+        // After the rounds, so that the first round's first step is the first use of every kernel.
+        if let Ok(dir) = std::env::var("MERGESEARCH_BENCH_DUMP") {
+            bench.dump(Path::new(&dir), &device);
+        }
+        bench.fingerprint()
     });
+    if device_spec != DeviceSpec::Cpu {
+        let cpu = Bench::<Autodiff<Flex>>::open(&zoo, &Default::default()).fingerprint();
+        println!("agreement with the CPU: {}", fingerprint.difference(&cpu));
+    }
     let middle = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -187,6 +193,9 @@ struct Measured {
     score_items: usize,
     /// The whole test split, measured in the first round only.
     split: Option<(f64, usize)>,
+    /// The first round's first step and first scoring: the first use of every kernel (on a GPU,
+    /// their compilation, and tuning where enabled).
+    first: Option<(f64, f64)>,
 }
 
 impl std::fmt::Display for Measured {
@@ -199,8 +208,47 @@ impl std::fmt::Display for Measured {
         if let Some((ms, items)) = self.split {
             write!(f, ", whole test split ({items} items) {ms:.1} ms")?;
         }
+        if let Some((step, score)) = self.first {
+            write!(f, "; first use: step {step:.1} ms, scoring {score:.1} ms")?;
+        }
         Ok(())
     }
+}
+
+/// One step's loss and gradient and one scoring's log-probabilities of the labels, at fixed
+/// coefficients and items, on the host: what two devices must agree on.
+struct Fingerprint {
+    loss: f32,
+    gradient: Vec<f32>,
+    log_p_true: Vec<f32>,
+}
+
+impl Fingerprint {
+    /// The largest absolute differences from `other`, as text.
+    fn difference(&self, other: &Fingerprint) -> String {
+        let worst = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let largest = self.gradient.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        format!(
+            "loss {} vs {} (difference {:.2e}), gradient max difference {:.2e} (largest entry {largest:.3}), log-probability max difference {:.2e}",
+            self.loss,
+            other.loss,
+            (self.loss - other.loss).abs(),
+            worst(&self.gradient, &other.gradient),
+            worst(&self.log_p_true, &other.log_p_true)
+        )
+    }
+}
+
+/// Coefficients, a step's batch and a scoring's items, fixed.
+struct FixedInputs<I: Backend> {
+    x: Tensor<I, 2>,
+    indices: Vec<Vec<usize>>,
+    items: Vec<Vec<usize>>,
 }
 
 /// The zoo loaded for both measures.
@@ -245,7 +293,10 @@ impl<B: AutodiffBackend> Bench<B> {
             x = next;
         };
         let warmup = 3;
-        for s in 0..warmup {
+        let cold = Instant::now();
+        step(0);
+        let first_step = 1e3 * cold.elapsed().as_secs_f64();
+        for s in 1..warmup {
             step(s);
         }
         let step_ms = median(
@@ -258,6 +309,12 @@ impl<B: AutodiffBackend> Bench<B> {
                 .collect(),
         );
         let fixed = self.merge.merged(&x, &x);
+        let items = self.items(ITEMS);
+        let cold = Instant::now();
+        self.reporter
+            .score_items(fixed.clone(), &items)
+            .expect("score");
+        let first_score = 1e3 * cold.elapsed().as_secs_f64();
         let score = |items: &[Vec<usize>], reps: usize| {
             self.reporter
                 .score_items(fixed.clone(), items)
@@ -274,7 +331,6 @@ impl<B: AutodiffBackend> Bench<B> {
                     .collect(),
             )
         };
-        let items = self.items(ITEMS);
         let split = whole_split.then(|| {
             let all = self.items(usize::MAX);
             (score(&all, 3), all.iter().map(Vec::len).sum())
@@ -285,6 +341,7 @@ impl<B: AutodiffBackend> Bench<B> {
             score_ms: score(&items, reps),
             score_items: items.iter().map(Vec::len).sum(),
             split,
+            first: whole_split.then_some((first_step, first_score)),
         }
     }
 
@@ -297,25 +354,48 @@ impl<B: AutodiffBackend> Bench<B> {
             .collect()
     }
 
-    /// Writes coefficients, a step's images with the loss and gradient there, and a scoring's images
-    /// and labels with each item's log-probability of its label and correctness, for the reference's
-    /// `--inputs` check.
-    fn dump(&self, dir: &Path, device: &B::Device) {
-        let (reporter, merge) = (&self.reporter, &self.merge);
-        let objective = EntropyObjective::new(&self.merge, &self.scorer, BATCH);
-        let items = &self.items(ITEMS);
-        let shape = [merge.groups(), merge.experts()];
+    /// Fixed coefficients (varied between 0.1 and 0.6), a fixed step batch and the scoring items.
+    fn fixed_inputs(&self) -> FixedInputs<B::InnerBackend> {
+        let shape = [self.merge.groups(), self.merge.experts()];
         let n = shape[0] * shape[1];
         let values: Vec<f32> = (0..n)
             .map(|i| 0.1 + 0.5 * ((i * 37) % 11) as f32 / 10.0)
             .collect();
-        let x = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(values, shape), device);
-        let indices = sample_batch(reporter.datasets(), BATCH, 7, 0);
-        let grad = objective.gradient(&x, &indices).expect("step").coefficients;
+        let x = Tensor::from_data(TensorData::new(values, shape), &self.device);
+        let indices = sample_batch(self.reporter.datasets(), BATCH, 7, 0);
+        FixedInputs {
+            x,
+            indices,
+            items: self.items(ITEMS),
+        }
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let FixedInputs { x, indices, items } = self.fixed_inputs();
+        let objective = EntropyObjective::new(&self.merge, &self.scorer, BATCH);
+        let gradient = objective.gradient(&x, &indices).expect("step").coefficients;
         let loss = objective.loss(&x, &x, &indices).expect("loss");
-        let (step_images, _, _) = reporter.rows(&indices);
-        let (score_images, labels, _) = reporter.rows(items);
-        let offsets = reporter.task_heads().offsets().to_vec();
+        let scored = self
+            .reporter
+            .score_items(self.merge.merged(&x, &x), &items)
+            .expect("score");
+        Fingerprint {
+            loss: loss.into_scalar().elem(),
+            gradient: gradient.into_data().iter::<f32>().collect(),
+            log_p_true: scored.iter().flat_map(|s| s.log_p_true.clone()).collect(),
+        }
+    }
+
+    /// Writes the fixed coefficients, the step's images with the loss and gradient there, and
+    /// the scoring's images and labels with each item's log-probability of its label and
+    /// correctness, for the reference's `--inputs` check.
+    fn dump(&self, dir: &Path, device: &B::Device) {
+        let FixedInputs { x, indices, items } = self.fixed_inputs();
+        let found = self.fingerprint();
+        let shape = x.dims();
+        let (step_images, _, _) = self.reporter.rows(&indices);
+        let (score_images, labels, _) = self.reporter.rows(&items);
+        let offsets = self.reporter.task_heads().offsets().to_vec();
         let local: Vec<f32> = labels
             .into_data()
             .iter::<i64>()
@@ -327,49 +407,35 @@ impl<B: AutodiffBackend> Bench<B> {
             )
             .map(|(l, t)| (l as usize - offsets[t]) as f32)
             .collect();
-        let scored = reporter
-            .score_items(merge.merged(&x, &x), items)
-            .expect("score");
+        let correct: Vec<f32> = self
+            .reporter
+            .score_items(self.merge.merged(&x, &x), &items)
+            .expect("score")
+            .iter()
+            .flat_map(|s| s.correct.iter().map(|&c| f32::from(u8::from(c))))
+            .collect();
         let flat = |v: Vec<f32>| {
             let n = v.len();
-            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(v, [n]), device)
+            (
+                vec![n],
+                Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(v, [n]), device),
+            )
         };
-        let named = |name: &str,
-                     t: Tensor<B::InnerBackend, 1>,
-                     shape: Vec<usize>|
-         -> NamedTensor<B::InnerBackend> { (name.to_string(), shape, t) };
-        let rows = |t: &Tensor<B::InnerBackend, 2>| t.dims().to_vec();
-        let tensors = vec![
-            named("coefficients", x.clone().reshape([n]), shape.to_vec()),
-            named("gradient", grad.reshape([n]), shape.to_vec()),
-            named("loss", loss, vec![1]),
-            named(
-                "step_images",
-                step_images.clone().flatten::<1>(0, 1),
-                rows(&step_images),
-            ),
-            named(
-                "score_images",
-                score_images.clone().flatten::<1>(0, 1),
-                rows(&score_images),
-            ),
-            named("score_labels", flat(local.clone()), vec![local.len()]),
-            named(
-                "log_p_true",
-                flat(scored.iter().flat_map(|s| s.log_p_true.clone()).collect()),
-                vec![local.len()],
-            ),
-            named(
-                "correct",
-                flat(
-                    scored
-                        .iter()
-                        .flat_map(|s| s.correct.iter().map(|&c| f32::from(u8::from(c))))
-                        .collect(),
-                ),
-                vec![local.len()],
-            ),
+        let rows = |t: Tensor<B::InnerBackend, 2>| (t.dims().to_vec(), t.flatten::<1>(0, 1));
+        let parts = [
+            ("coefficients", rows(x)),
+            ("gradient", (shape.to_vec(), flat(found.gradient).1)),
+            ("loss", flat(vec![found.loss])),
+            ("step_images", rows(step_images)),
+            ("score_images", rows(score_images)),
+            ("score_labels", flat(local)),
+            ("log_p_true", flat(found.log_p_true)),
+            ("correct", flat(correct)),
         ];
+        let tensors: Vec<NamedTensor<B::InnerBackend>> = parts
+            .into_iter()
+            .map(|(name, (shape, t))| (name.to_string(), shape, t))
+            .collect();
         write_model(dir, tensors).expect("write the dump");
         eprintln!("inputs and results written to {}", dir.display());
     }

@@ -23,16 +23,9 @@ use crate::common::TempDir;
 type A = Autodiff<Flex>;
 
 /// A zoo space over a tiny zoo in `dir`.
-fn zoo_space(dir: &TempDir) -> Space {
+fn zoo_space(dir: &TempDir, encoder: EncoderConfig) -> Space {
     let zoo = dir.join("zoo");
-    // A ViT: the step's attention, layer norms and batched heads are what the gradient must
-    // flow through.
-    build(
-        &zoo,
-        &ZooConfig::tiny(11, EncoderConfig::vit()),
-        &ProgressBar::hidden(),
-    )
-    .unwrap();
+    build(&zoo, &ZooConfig::tiny(11, encoder), &ProgressBar::hidden()).unwrap();
     let file = dir.join("space.toml");
     std::fs::write(
         &file,
@@ -112,7 +105,8 @@ fn loss(
 #[test]
 fn the_entropy_gradient_matches_central_finite_differences() {
     let dir = TempDir::new("adamerge", "gradient");
-    let space = zoo_space(&dir);
+    // A ViT: its attention, layer norms and batched heads are what the gradient flows through.
+    let space = zoo_space(&dir, EncoderConfig::vit());
     let device = Default::default();
     let scorer = ZooScorer::<A>::open(&dir.join("zoo"), Split::Validation, &device).unwrap();
     let indices = sample_batch(scorer.datasets(), 8, 3, 0);
@@ -158,7 +152,8 @@ fn the_entropy_gradient_matches_central_finite_differences() {
 #[test]
 fn the_differentiable_merge_is_the_merge_its_plan_exports() {
     let dir = TempDir::new("adamerge", "same-merge");
-    let space = zoo_space(&dir);
+    // A ViT: its attention, layer norms and batched heads are what the gradient flows through.
+    let space = zoo_space(&dir, EncoderConfig::vit());
     for (granularity, ties) in [
         (CoefficientGranularity::Layer, None),
         (CoefficientGranularity::Tensor, Some(0.3)),
@@ -208,7 +203,7 @@ fn the_differentiable_merge_is_the_merge_its_plan_exports() {
 #[test]
 fn a_run_lowers_the_entropy_and_records_every_step_as_a_trial() {
     let dir = TempDir::new("adamerge", "run");
-    let space = zoo_space(&dir);
+    let space = zoo_space(&dir, EncoderConfig::mlp());
     let out = dir.join("run");
     let options = AdaMergeOptions {
         steps: 25,
@@ -273,7 +268,7 @@ fn a_run_lowers_the_entropy_and_records_every_step_as_a_trial() {
 #[test]
 fn options_and_spaces_it_cannot_use_are_explained() {
     let dir = TempDir::new("adamerge", "errors");
-    let space = zoo_space(&dir);
+    let space = zoo_space(&dir, EncoderConfig::mlp());
     let bad = AdaMergeOptions {
         init: 1.5,
         ..AdaMergeOptions::default()
@@ -324,7 +319,7 @@ fn check(out: &std::process::Output) -> String {
 #[test]
 fn the_command_line_learns_exports_seeds_a_search_and_compares_optimizers() {
     let dir = TempDir::new("adamerge", "cli");
-    let space = zoo_space(&dir);
+    let space = zoo_space(&dir, EncoderConfig::mlp());
     let space_file = space.file.to_str().unwrap();
     let run = dir.join("ada");
     let run_dir = run.to_str().unwrap();

@@ -23,12 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::score_task;
 use super::model::{Classifier, EncoderConfig, Head, NamedTensor};
-use super::tasks::{Split, Task, generate, pretrain_dataset};
+use super::tasks::{Dataset, Split, Task, generate, pretrain_dataset};
 use super::train::{TrainConfig, inference, train};
 use crate::checkpoint::{
     CheckpointError, DEFAULT_MAX_SHARD_BYTES, Dtype, ModelSet, ModelWriter, TensorSpec,
 };
 use crate::merge::host_values;
+use crate::rng::{Rng, derive_seed};
 
 /// Where each task's classification head comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +57,11 @@ pub struct ZooConfig {
     pub pretrain_steps: usize,
     /// Pretraining learning rate.
     pub pretrain_lr: f64,
+    /// Per task (in [`Task::ALL`] order), the fraction of its pretraining images whose label is
+    /// replaced by a class of the same task drawn uniformly: how little the base (and so its
+    /// zero-shot head) learns of each task, as CLIP's pretraining covers some domains poorly.
+    /// Missing entries are 0.
+    pub pretrain_label_noise: Vec<f64>,
     /// Training examples per task.
     pub train_examples: usize,
     /// Validation and test examples per task (each).
@@ -86,6 +92,7 @@ impl Default for ZooConfig {
             pretrain_examples: 8000,
             pretrain_steps: 400,
             pretrain_lr: 1e-3,
+            pretrain_label_noise: Vec::new(),
             train_examples: 4000,
             heads: HeadSource::Probe,
             eval_examples: 1000,
@@ -117,6 +124,7 @@ impl ZooConfig {
             pretrain_examples: 200,
             pretrain_steps: 10,
             pretrain_lr: 1e-3,
+            pretrain_label_noise: Vec::new(),
             train_examples: 100,
             eval_examples: 60,
             heads: HeadSource::Probe,
@@ -260,7 +268,8 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
 
     progress.set_message("pretraining the base");
     let encoder = config.encoder.init::<Train>(&mut init, &device);
-    let data = pretrain_dataset(Split::Train, config.pretrain_examples, config.seed);
+    let mut data = pretrain_dataset(Split::Train, config.pretrain_examples, config.seed);
+    add_label_noise(&mut data, &config.pretrain_label_noise, config.seed);
     let pretrain_head = Head::new(config.encoder.dim, data.classes, &mut init, &device);
     let schedule = TrainConfig {
         steps: config.pretrain_steps,
@@ -346,6 +355,29 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     }
     std::fs::rename(&staging, dir).map_err(io(dir))?;
     Ok(manifest)
+}
+
+/// Replaces the label of each pretraining image of task `t` (joint label space) with probability
+/// `noise[t]` by a class of the same task drawn uniformly.
+fn add_label_noise(data: &mut Dataset, noise: &[f64], seed: u64) {
+    if noise.iter().all(|&p| p <= 0.0) {
+        return;
+    }
+    let mut rng = Rng::new(derive_seed(seed, "zoo/pretrain-label-noise", 0));
+    let mut offsets = vec![0];
+    for task in Task::ALL {
+        offsets.push(offsets.last().copied().unwrap_or(0) + task.num_classes());
+    }
+    for label in &mut data.labels {
+        let t = offsets
+            .iter()
+            .rposition(|&o| o <= *label as usize)
+            .unwrap_or(0);
+        let (draw, class) = (rng.next_f64(), rng.below(Task::ALL[t].num_classes()));
+        if draw < noise.get(t).copied().unwrap_or(0.0) {
+            *label = (offsets[t] + class) as u32;
+        }
+    }
 }
 
 /// Errors unless `dir` is missing or empty: the zoo replaces its directory when done, and must
