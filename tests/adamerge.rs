@@ -5,27 +5,28 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use indicatif::ProgressBar;
 use mergesearch::adamerge::{
-    AdaMergeOptions, CoefficientGranularity, DifferentiableMerge, adamerge, derived_space,
-    entropy_loss, images, sample_batch,
+    AdaMergeOptions, CoefficientGranularity, DifferentiableMerge, EntropyObjective, adamerge,
+    derived_space, sample_batch,
 };
 use mergesearch::merge::Merger;
 use mergesearch::record::{RUN_FILE, RunInfo, read_journal, read_json};
 use mergesearch::rng::Rng;
 use mergesearch::space::Space;
+use mergesearch::zoo::build::{ZooConfig, build};
 use mergesearch::zoo::evaluate::ZooScorer;
+use mergesearch::zoo::model::EncoderConfig;
 use mergesearch::zoo::tasks::Split;
 use rand::Rng as _;
 use serde_json::{Map, Value};
 
 use crate::common::TempDir;
-use crate::eval::tiny_zoo;
 
 type A = Autodiff<Flex>;
 
 /// A zoo space over a tiny zoo in `dir`.
-fn zoo_space(dir: &TempDir) -> Space {
+fn zoo_space(dir: &TempDir, encoder: EncoderConfig) -> Space {
     let zoo = dir.join("zoo");
-    tiny_zoo(&zoo);
+    build(&zoo, &ZooConfig::tiny(11, encoder), &ProgressBar::hidden()).unwrap();
     let file = dir.join("space.toml");
     std::fs::write(
         &file,
@@ -78,45 +79,35 @@ fn differentiable(
     (derived, merger, merge)
 }
 
-/// The loss and its gradient at coefficients `x` on the fixed batch `indices`, TIES signs elected
-/// with the coefficients `elect`.
-fn loss_and_grad(
+fn matrix(merge: &DifferentiableMerge<A>, x: &[f64]) -> Tensor<Flex, 2> {
+    let values: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    Tensor::from_data(
+        TensorData::new(values, [merge.groups(), merge.experts()]),
+        &Default::default(),
+    )
+}
+
+/// The loss at coefficients `x` on the fixed batch `indices`, TIES signs elected with the
+/// coefficients `elect`.
+fn loss(
+    objective: &EntropyObjective<'_, A>,
     merge: &DifferentiableMerge<A>,
-    scorer: &ZooScorer<A>,
     indices: &[Vec<usize>],
     x: &[f64],
     elect: &[f64],
-) -> (f64, Vec<f64>) {
-    let device = Default::default();
-    let values: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-    let coefficients = Tensor::<A, 2>::from_data(
-        TensorData::new(values, [merge.groups(), merge.experts()]),
-        &device,
-    )
-    .require_grad();
-    let encoder = scorer.encoder(merge.merged(&coefficients, elect)).unwrap();
-    let sizes: Vec<usize> = indices.iter().map(Vec::len).collect();
-    let (loss, _) = entropy_loss(
-        &encoder,
-        scorer.heads(),
-        images::<A>(scorer.datasets(), indices, &device),
-        &sizes,
-    );
-    let value = loss.clone().into_scalar().elem::<f64>();
-    let grads = loss.backward();
-    let grad = coefficients
-        .grad(&grads)
+) -> f64 {
+    objective
+        .loss(&matrix(merge, x), &matrix(merge, elect), indices)
         .unwrap()
-        .into_data()
-        .iter::<f64>()
-        .collect();
-    (value, grad)
+        .into_scalar()
+        .elem::<f64>()
 }
 
 #[test]
 fn the_entropy_gradient_matches_central_finite_differences() {
     let dir = TempDir::new("adamerge", "gradient");
-    let space = zoo_space(&dir);
+    // A ViT: its attention, layer norms and batched heads are what the gradient flows through.
+    let space = zoo_space(&dir, EncoderConfig::vit());
     let device = Default::default();
     let scorer = ZooScorer::<A>::open(&dir.join("zoo"), Split::Validation, &device).unwrap();
     let indices = sample_batch(scorer.datasets(), 8, 3, 0);
@@ -126,11 +117,13 @@ fn the_entropy_gradient_matches_central_finite_differences() {
         (CoefficientGranularity::Task, Some(0.5)),
     ] {
         let (_, _, merge) = differentiable(&space, granularity, ties);
+        let objective = EntropyObjective::new(&merge, &scorer, 8);
         let n = merge.groups() * merge.experts();
         for seed in 0..3 {
             let mut rng = Rng::new(seed);
             let x: Vec<f64> = (0..n).map(|_| 0.1 + 0.5 * rng.random::<f64>()).collect();
-            let (_, grad) = loss_and_grad(&merge, &scorer, &indices, &x, &x);
+            let grad = objective.gradient(&matrix(&merge, &x), &indices).unwrap();
+            let grad: Vec<f64> = grad.coefficients.into_data().iter::<f64>().collect();
             // A TIES merge elects signs with the coefficients: piecewise constant, so the loss
             // jumps where an entry's election flips and its gradient is the gradient with the
             // election held. The differences hold it at `x` too.
@@ -140,8 +133,8 @@ fn the_entropy_gradient_matches_central_finite_differences() {
                 up[j] += h;
                 let mut down = x.clone();
                 down[j] -= h;
-                let numeric = (loss_and_grad(&merge, &scorer, &indices, &up, &x).0
-                    - loss_and_grad(&merge, &scorer, &indices, &down, &x).0)
+                let numeric = (loss(&objective, &merge, &indices, &up, &x)
+                    - loss(&objective, &merge, &indices, &down, &x))
                     / (2.0 * h);
                 let tolerance = 0.03 * grad[j].abs().max(numeric.abs()) + 2e-3;
                 assert!(
@@ -160,8 +153,8 @@ fn the_entropy_gradient_matches_central_finite_differences() {
 #[test]
 fn the_differentiable_merge_is_the_merge_its_plan_exports() {
     let dir = TempDir::new("adamerge", "same-merge");
-    let space = zoo_space(&dir);
-    let device = Default::default();
+    // A ViT: its attention, layer norms and batched heads are what the gradient flows through.
+    let space = zoo_space(&dir, EncoderConfig::vit());
     for (granularity, ties) in [
         (CoefficientGranularity::Layer, None),
         (CoefficientGranularity::Tensor, Some(0.3)),
@@ -192,18 +185,12 @@ fn the_differentiable_merge_is_the_merge_its_plan_exports() {
             .plan
             .unwrap();
         let exported = merger.materialize(&plan).unwrap();
-        let coefficients = Tensor::<A, 2>::from_data(
-            TensorData::new(
-                x.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                [groups, experts],
-            ),
-            &device,
-        );
-        let learned = merge.merged(&coefficients, &x);
+        let coefficients = matrix(&merge, &x);
+        let learned = merge.merged(&coefficients, &coefficients);
         assert_eq!(learned.len(), exported.tensors.len());
         for ((name, _, a), (other, _, b)) in learned.iter().zip(&exported.tensors) {
             assert_eq!(name, other);
-            let a: Vec<f32> = a.clone().inner().into_data().to_vec().unwrap();
+            let a: Vec<f32> = a.clone().into_data().to_vec().unwrap();
             let b: Vec<f32> = b.clone().into_data().to_vec().unwrap();
             let worst = a
                 .iter()
@@ -218,7 +205,7 @@ fn the_differentiable_merge_is_the_merge_its_plan_exports() {
 #[test]
 fn a_run_lowers_the_entropy_and_records_every_step_as_a_trial() {
     let dir = TempDir::new("adamerge", "run");
-    let space = zoo_space(&dir);
+    let space = zoo_space(&dir, EncoderConfig::mlp());
     let out = dir.join("run");
     let options = AdaMergeOptions {
         steps: 25,
@@ -283,7 +270,7 @@ fn a_run_lowers_the_entropy_and_records_every_step_as_a_trial() {
 #[test]
 fn options_and_spaces_it_cannot_use_are_explained() {
     let dir = TempDir::new("adamerge", "errors");
-    let space = zoo_space(&dir);
+    let space = zoo_space(&dir, EncoderConfig::mlp());
     let bad = AdaMergeOptions {
         init: 1.5,
         ..AdaMergeOptions::default()
@@ -391,7 +378,7 @@ fn check(out: &std::process::Output) -> String {
 #[test]
 fn the_command_line_learns_exports_seeds_a_search_and_compares_optimizers() {
     let dir = TempDir::new("adamerge", "cli");
-    let space = zoo_space(&dir);
+    let space = zoo_space(&dir, EncoderConfig::mlp());
     let space_file = space.file.to_str().unwrap();
     let run = dir.join("ada");
     let run_dir = run.to_str().unwrap();

@@ -25,22 +25,12 @@ type B = Flex;
 
 /// A zoo small enough to build in seconds in a debug build.
 pub fn tiny_zoo(dir: &Path) {
-    let config = ZooConfig {
-        seed: 11,
-        encoder: EncoderConfig::mlp(),
-        pretrain_examples: 200,
-        pretrain_steps: 10,
-        pretrain_lr: 1e-3,
-        train_examples: 100,
-        eval_examples: 60,
-        probe_steps: 3,
-        probe_lr: 1e-2,
-        freeze_head: true,
-        finetune_steps: 5,
-        finetune_lr: 1e-3,
-        batch: 16,
-    };
-    build(dir, &config, &ProgressBar::hidden()).unwrap();
+    build(
+        dir,
+        &ZooConfig::tiny(11, EncoderConfig::mlp()),
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
 }
 
 fn parse(toml_text: &str) -> Result<EvaluatorConfig, String> {

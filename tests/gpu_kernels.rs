@@ -1,6 +1,7 @@
 //! The GPU merge kernels against the host engine (`merge::engine::cube::check`), on wgpu
 //! (`--features wgpu`), which needs a Vulkan, Metal or DX12 adapter; CI installs Mesa's software
-//! Vulkan driver (lavapipe). Without an adapter the test says so and passes.
+//! Vulkan driver (lavapipe) and sets `MERGESEARCH_REQUIRE_ADAPTER=1`, which makes a missing adapter
+//! a failure; elsewhere, without an adapter the test says so and passes.
 //!
 //! Kept entries (rank bounds, random draws, rescale factors, dtype packing) must be bit-identical;
 //! merged values within `check::BOUND`, since Vulkan's `fma` may round twice. A TIES election
@@ -21,9 +22,13 @@ fn client() -> Option<cubecl::prelude::ComputeClient<WgpuRuntime>> {
     std::panic::set_hook(hook);
     client
         .map_err(|_| {
-            eprintln!(
-                "skipped: no wgpu adapter (install a Vulkan driver, e.g. Debian's mesa-vulkan-drivers)"
-            )
+            let why =
+                "no wgpu adapter (install a Vulkan driver, e.g. Debian's mesa-vulkan-drivers)";
+            assert!(
+                std::env::var_os("MERGESEARCH_REQUIRE_ADAPTER").is_none(),
+                "MERGESEARCH_REQUIRE_ADAPTER is set but there is {why}"
+            );
+            eprintln!("skipped: {why}")
         })
         .ok()
 }

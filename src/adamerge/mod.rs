@@ -22,18 +22,21 @@
 mod adam;
 mod loss;
 mod merge;
+mod step;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
+use burn::tensor::Transaction;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use serde_json::{Map, Value};
 
 pub use adam::Adam;
-pub use loss::{entropy_loss, images, sample_batch};
-pub use merge::DifferentiableMerge;
+pub use loss::{entropy_loss, sample_batch};
+pub use merge::{DifferentiableMerge, MergedLeaves};
+pub use step::{EntropyObjective, Gradient};
 
 use crate::eval::{Direction, Objective, Score};
 use crate::merge::{MergeError, MergePlan};
@@ -293,8 +296,7 @@ pub fn adamerge<B: AutodiffBackend>(
     let zoo = zoo_dir(&space)?;
     progress.set_message("loading the zoo");
     let scorer = ZooScorer::<B>::open(&zoo, options.split, device)?;
-    // Whole-split scoring runs tasks on parallel threads: on the inner backend, away from the
-    // autodiff graph.
+    // Whole-split scoring runs on the inner backend, away from the autodiff graph.
     let reporter = ZooScorer::<B::InnerBackend>::open(&zoo, options.split, device)?;
     let models = space.models.as_ref().expect("a zoo space has models");
     let merger = models.merger::<B::InnerBackend>(device)?;
@@ -340,52 +342,68 @@ pub fn adamerge<B: AutodiffBackend>(
     };
 
     let (low, high) = options.bounds();
-    let mut x = vec![options.init; groups * experts];
-    let mut adam = Adam::new(x.len(), options.lr);
-    let data = scorer.datasets();
+    let inner = |t: Tensor<B, 2>| t.inner();
+    let mut x = inner(Tensor::full([groups, experts], options.init, device));
+    let mut adam = Adam::new([groups, experts], options.lr, device);
+    let objective = EntropyObjective::new(&merge, &scorer, options.batch);
     let tasks: Vec<String> = scorer
         .manifest()
         .tasks
         .iter()
         .map(|t| t.name.clone())
         .collect();
-    let sizes = vec![options.batch; data.len()];
-    let initial = full_scores(&merge, &reporter, &x, device)?;
+    let initial = reporter.score_tensors(merge.merged(&x, &x))?;
     progress.set_length(options.steps as u64);
     progress.set_position(0);
     let mut trials = Vec::with_capacity(options.steps + 1);
+    // A step's record is read back after the next step is queued, so that a device never waits
+    // for the host between steps.
+    let mut pending: Option<Pending<B::InnerBackend>> = None;
+    let mut finish =
+        |p: Pending<B::InnerBackend>, trials: &mut Vec<TrialRecord>| -> Result<(), AdaMergeError> {
+            let read = Transaction::default()
+                .register(p.x)
+                .register(p.per_task)
+                .execute();
+            let x: Vec<f64> = read[0].iter::<f32>().map(shortest).collect();
+            let per_task: Vec<f64> = read[1].iter::<f64>().collect();
+            let total: f64 = per_task.iter().sum();
+            let trial = record(
+                p.step,
+                &x,
+                task_scores(&tasks, &per_task, total, None),
+                p.started,
+            )?;
+            journal.append(&trial)?;
+            trials.push(trial);
+            progress.inc(1);
+            progress.set_message(format!("entropy {total:.4}"));
+            Ok(())
+        };
     let clock = Instant::now();
     for step in 0..options.steps {
         let started = now();
-        let coefficients = coefficient_tensor::<B>(&x, groups, experts, device).require_grad();
-        let encoder = scorer.encoder(merge.merged(&coefficients, &x))?;
-        let indices = sample_batch(data, options.batch, options.seed, step as u64);
-        let (loss, per_task) = entropy_loss(
-            &encoder,
-            scorer.heads(),
-            images::<B>(data, &indices, device),
-            &sizes,
-        );
-        let grads = loss.backward();
-        let grad: Vec<f64> = coefficients
-            .grad(&grads)
-            .expect("the coefficients are tracked")
-            .into_data()
-            .iter::<f64>()
-            .collect();
-        let per_task: Vec<f64> = per_task.into_data().iter::<f64>().collect();
-        let total: f64 = per_task.iter().sum();
-        let scores = task_scores(&tasks, &per_task, total, None);
-        let trial = record(step as u64, &x, scores, started)?;
-        journal.append(&trial)?;
-        trials.push(trial);
-        adam.step(&mut x, &grad, low, high);
-        progress.inc(1);
-        progress.set_message(format!("entropy {total:.4}"));
+        let indices = sample_batch(scorer.datasets(), options.batch, options.seed, step as u64);
+        let step_result = objective.gradient(&x, &indices)?;
+        let next = adam.step(x.clone(), step_result.coefficients, low, high);
+        if let Some(p) = pending.take() {
+            finish(p, &mut trials)?;
+        }
+        pending = Some(Pending {
+            step: step as u64,
+            x,
+            per_task: step_result.entropies,
+            started,
+        });
+        x = next;
+    }
+    if let Some(p) = pending.take() {
+        finish(p, &mut trials)?;
     }
     let seconds_per_step = clock.elapsed().as_secs_f64() / options.steps as f64;
     let started = now();
-    let learned = full_scores(&merge, &reporter, &x, device)?;
+    let learned = reporter.score_tensors(merge.merged(&x, &x))?;
+    let x: Vec<f64> = x.into_data().iter::<f32>().map(shortest).collect();
     let entropies: Vec<f64> = learned.iter().map(|s| s.entropy).collect();
     let total = entropies.iter().sum();
     let scores = task_scores(&tasks, &entropies, total, Some(&learned));
@@ -408,31 +426,19 @@ pub fn adamerge<B: AutodiffBackend>(
     })
 }
 
-/// The coefficients `[groups, experts]` as a tensor (not tracked).
-fn coefficient_tensor<B: Backend>(
-    x: &[f64],
-    groups: usize,
-    experts: usize,
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    let values: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-    Tensor::from_data(TensorData::new(values, [groups, experts]), device)
+/// The f64 with the shortest decimal form that rounds to `v`: a coefficient learned in f32 is
+/// recorded as `0.3`, not `0.30000001192092896`.
+fn shortest(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
 }
 
-/// Every task's scores on all of the split with coefficients `x` (no graph is built).
-fn full_scores<B: AutodiffBackend>(
-    merge: &DifferentiableMerge<B>,
-    scorer: &ZooScorer<B::InnerBackend>,
-    x: &[f64],
-    device: &B::Device,
-) -> Result<Vec<TaskScores>, AdaMergeError> {
-    let coefficients = coefficient_tensor::<B>(x, merge.groups(), merge.experts(), device);
-    let tensors = merge
-        .merged(&coefficients, x)
-        .into_iter()
-        .map(|(name, shape, t)| (name, shape, t.inner()))
-        .collect();
-    Ok(scorer.score_tensors(tensors)?)
+/// A step whose record waits to be read back: its coefficients (before its update) and each
+/// task's entropy, on the device.
+struct Pending<I: Backend> {
+    step: u64,
+    x: Tensor<I, 2>,
+    per_task: Tensor<I, 1>,
+    started: f64,
 }
 
 /// The scores of a step: the loss, each task's entropy, and (for the final evaluation) each

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use super::progress_bar as bar;
@@ -14,7 +15,7 @@ use crate::device::{Device, DeviceSpec};
 use crate::eval::{StudyConfig, ensure_built, subset_study};
 use crate::space::Space;
 use crate::zoo::baselines::Baselines;
-use crate::zoo::baselines::Row;
+use crate::zoo::baselines::{Row, Table, markdown_over_seeds};
 use crate::zoo::build::{ZooConfig, build as build_zoo};
 use crate::zoo::tasks::Split;
 
@@ -26,9 +27,9 @@ pub enum ZooCommand {
         /// The zoo directory.
         #[arg(long, default_value = "results/zoo")]
         out: PathBuf,
-        /// Seed of data, initialization and training.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// Seed of data, initialization and training (default 0).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Pretraining steps of the base.
         #[arg(long)]
         pretrain_steps: Option<usize>,
@@ -38,6 +39,10 @@ pub enum ZooCommand {
         /// Fine-tuning learning rate.
         #[arg(long)]
         finetune_lr: Option<f64>,
+        /// A TOML file of zoo settings (any of `ZooConfig`'s fields; the flags above override
+        /// it, the defaults fill the rest).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print the baseline table on the test split as Markdown: base, experts, weight averaging,
     /// task arithmetic and TIES (lambdas chosen on validation). Builds the zoo if missing.
@@ -51,6 +56,13 @@ pub enum ZooCommand {
         /// Compute device: cpu or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
+        /// Build one zoo per seed (`<zoo>-seed<S>`, with `--config`'s settings) and print each
+        /// cell's mean and standard deviation over them.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
+        /// Zoo settings (TOML) for the zoos `--seeds` builds.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Measure how well random, stratified and anchor subsets estimate the test split's accuracy
     /// over random merges, per subset size. Builds the zoo if missing.
@@ -85,10 +97,11 @@ pub fn run(command: ZooCommand) -> anyhow::Result<()> {
             pretrain_steps,
             finetune_steps,
             finetune_lr,
+            config,
         } => {
-            let defaults = ZooConfig::default();
+            let defaults = zoo_settings(config.as_deref())?;
             let config = ZooConfig {
-                seed,
+                seed: seed.unwrap_or(defaults.seed),
                 pretrain_steps: pretrain_steps.unwrap_or(defaults.pretrain_steps),
                 finetune_steps: finetune_steps.unwrap_or(defaults.finetune_steps),
                 finetune_lr: finetune_lr.unwrap_or(defaults.finetune_lr),
@@ -100,21 +113,35 @@ pub fn run(command: ZooCommand) -> anyhow::Result<()> {
             zoo,
             adamerge_steps,
             device,
+            seeds,
+            config,
         } => {
             let started = Instant::now();
-            ensure_built(&zoo, &bar("zoo", "steps"))?;
-            let progress = bar("table", "merges");
             let device = device.open()?;
-            let mut table = crate::with_backend!(device.clone(), |B, device| {
-                Baselines::<B>::open(&zoo, &Default::default(), &device)?.table(&zoo, &progress)
-            })?;
-            progress.finish_and_clear();
-            if adamerge_steps > 0 {
-                table
-                    .rows
-                    .extend(adamerging_rows(&zoo, adamerge_steps, &device)?);
+            if seeds.is_empty() {
+                ensure_built(&zoo, &bar("zoo", "steps"))?;
+                print!("{}", table(&zoo, adamerge_steps, &device)?.markdown());
+            } else {
+                let settings = zoo_settings(config.as_deref())?;
+                let mut tables = Vec::new();
+                for seed in seeds {
+                    let dir = PathBuf::from(format!("{}-seed{seed}", zoo.display()));
+                    let zoo_bar = bar("zoo", "steps");
+                    build_zoo(
+                        &dir,
+                        &ZooConfig {
+                            seed,
+                            ..settings.clone()
+                        },
+                        &zoo_bar,
+                    )?;
+                    zoo_bar.finish_and_clear();
+                    let one = table(&dir, adamerge_steps, &device)?;
+                    eprintln!("seed {seed}:\n{}", one.markdown());
+                    tables.push(one);
+                }
+                print!("{}", markdown_over_seeds(&tables));
             }
-            print!("{}", table.markdown());
             eprintln!("({:.0}s)", started.elapsed().as_secs_f64());
             Ok(())
         }
@@ -146,6 +173,31 @@ pub fn run(command: ZooCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The zoo settings in the TOML file `file` (defaults for what it leaves out), or the defaults.
+fn zoo_settings(file: Option<&Path>) -> anyhow::Result<ZooConfig> {
+    let Some(file) = file else {
+        return Ok(ZooConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}: not zoo settings", file.display()))
+}
+
+/// The baseline table of the zoo in `dir`, with AdaMerging rows of `adamerge_steps` steps.
+fn table(dir: &Path, adamerge_steps: usize, device: &Device) -> anyhow::Result<Table> {
+    let progress = bar("table", "merges");
+    let mut table = crate::with_backend!(device.clone(), |B, device| {
+        Baselines::<B>::open(dir, &Default::default(), &device)?.table(dir, &progress)
+    })?;
+    progress.finish_and_clear();
+    if adamerge_steps > 0 {
+        table
+            .rows
+            .extend(adamerging_rows(dir, adamerge_steps, device)?);
+    }
+    Ok(table)
 }
 
 /// Builds (or finds cached) the zoo and prints each model's accuracy.

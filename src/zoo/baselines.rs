@@ -246,3 +246,65 @@ impl Table {
         out
     }
 }
+
+/// Tables of the same rows from several zoos (seeds) as one Markdown table: each cell the mean and
+/// the sample standard deviation of its accuracies in percent, each setting the seeds' settings
+/// where they differ.
+pub fn markdown_over_seeds(tables: &[Table]) -> String {
+    let Some(first) = tables.first() else {
+        return String::new();
+    };
+    let mut out = String::from("| method | setting |");
+    for task in &first.tasks {
+        let _ = write!(out, " {task} |");
+    }
+    out.push_str(" **average** |\n|---|---|");
+    out.push_str(&"---:|".repeat(first.tasks.len() + 1));
+    out.push('\n');
+    let spread = |values: &[f64]| {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        (100.0 * mean, 100.0 * var.sqrt())
+    };
+    for (r, row) in first.rows.iter().enumerate() {
+        let rows: Vec<&Row> = tables.iter().filter_map(|t| t.rows.get(r)).collect();
+        let mut settings: Vec<&str> = rows.iter().map(|row| row.setting.as_str()).collect();
+        settings.dedup();
+        let _ = write!(out, "| {} | {} |", row.method, settings.join(" / "));
+        for t in 0..first.tasks.len() {
+            let values: Vec<f64> = rows.iter().map(|row| row.accuracy[t]).collect();
+            let (mean, std) = spread(&values);
+            let _ = write!(out, " {mean:.1} ± {std:.1} |");
+        }
+        let means: Vec<f64> = rows.iter().map(|row| row.mean()).collect();
+        let (mean, std) = spread(&means);
+        let _ = writeln!(out, " **{mean:.1} ± {std:.1}** |");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_over_seeds_show_each_cells_mean_and_standard_deviation() {
+        let table = |a: f64, setting: &str| Table {
+            tasks: vec!["x".into(), "y".into()],
+            rows: vec![Row {
+                method: "TIES".into(),
+                setting: setting.into(),
+                accuracy: vec![a, 0.5],
+            }],
+        };
+        let text = markdown_over_seeds(&[table(0.6, "lambda 0.2"), table(0.8, "lambda 0.4")]);
+        let row = text.lines().nth(2).unwrap();
+        // x: 70 ± 14.1 (sample deviation of 60 and 80); y: 50 ± 0; average: 60 ± 7.1.
+        assert_eq!(
+            row,
+            "| TIES | lambda 0.2 / lambda 0.4 | 70.0 ± 14.1 | 50.0 ± 0.0 | **60.0 ± 7.1** |"
+        );
+        assert!(markdown_over_seeds(&[]).is_empty());
+    }
+}

@@ -19,19 +19,33 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use indicatif::ProgressBar;
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use super::evaluate::score_task;
 use super::model::{Classifier, EncoderConfig, Head, NamedTensor};
-use super::tasks::{Split, Task, generate, pretrain_dataset};
+use super::tasks::{Dataset, Split, Task, generate, pretrain_dataset};
 use super::train::{TrainConfig, inference, train};
 use crate::checkpoint::{
     CheckpointError, DEFAULT_MAX_SHARD_BYTES, Dtype, ModelSet, ModelWriter, TensorSpec,
 };
 use crate::merge::host_values;
+use crate::rng::{Rng, derive_seed};
+
+/// Where each task's classification head comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadSource {
+    /// The task's rows of the pretraining head (whose joint label space holds every task's
+    /// classes): a head the task never trained, as CLIP's zero-shot text heads are.
+    ZeroShot,
+    /// A new head fitted on the frozen base for `probe_steps` (linear probing; LP-FT).
+    Probe,
+}
 
 /// Everything that determines a zoo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ZooConfig {
     /// Seed of data, initialization and batch order.
     pub seed: u64,
@@ -44,12 +58,19 @@ pub struct ZooConfig {
     pub pretrain_steps: usize,
     /// Pretraining learning rate.
     pub pretrain_lr: f64,
+    /// Per task (in [`Task::ALL`] order), the fraction of its pretraining images whose label is
+    /// replaced by a class of the same task drawn uniformly: how little the base (and so its
+    /// zero-shot head) learns of each task, as CLIP's pretraining covers some domains poorly.
+    /// Missing entries are 0.
+    pub pretrain_label_noise: Vec<f64>,
     /// Training examples per task.
     pub train_examples: usize,
     /// Validation and test examples per task (each).
     pub eval_examples: usize,
-    /// Linear-probing steps per expert before fine-tuning (LP-FT): the new head alone is fitted
-    /// on the frozen base.
+    /// Where each task's head comes from.
+    pub heads: HeadSource,
+    /// Linear-probing steps per expert before fine-tuning (LP-FT, with [`HeadSource::Probe`]):
+    /// the new head alone is fitted on the frozen base.
     pub probe_steps: usize,
     /// Linear-probing learning rate.
     pub probe_lr: f64,
@@ -72,7 +93,9 @@ impl Default for ZooConfig {
             pretrain_examples: 8000,
             pretrain_steps: 400,
             pretrain_lr: 1e-3,
+            pretrain_label_noise: Vec::new(),
             train_examples: 4000,
+            heads: HeadSource::Probe,
             eval_examples: 1000,
             probe_steps: 60,
             probe_lr: 1e-2,
@@ -80,6 +103,38 @@ impl Default for ZooConfig {
             finetune_steps: 180,
             finetune_lr: 5e-4,
             batch: 32,
+        }
+    }
+}
+
+impl ZooConfig {
+    /// Linear-probing steps per expert: `probe_steps` when heads are probed, else none.
+    pub fn probing_steps(&self) -> usize {
+        match self.heads {
+            HeadSource::ZeroShot => 0,
+            HeadSource::Probe => self.probe_steps,
+        }
+    }
+
+    /// A zoo built in seconds, for tests and smoke runs: a few training steps on little data,
+    /// so its models are barely trained.
+    pub fn tiny(seed: u64, encoder: EncoderConfig) -> ZooConfig {
+        ZooConfig {
+            seed,
+            encoder,
+            pretrain_examples: 200,
+            pretrain_steps: 10,
+            pretrain_lr: 1e-3,
+            pretrain_label_noise: Vec::new(),
+            train_examples: 100,
+            eval_examples: 60,
+            heads: HeadSource::Probe,
+            probe_steps: 3,
+            probe_lr: 1e-2,
+            freeze_head: true,
+            finetune_steps: 5,
+            finetune_lr: 1e-3,
+            batch: 16,
         }
     }
 }
@@ -220,12 +275,13 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     let device = Default::default();
     let mut init = crate::rng::Rng::new(crate::rng::derive_seed(config.seed, "zoo/init", 0));
     let steps =
-        config.pretrain_steps + Task::ALL.len() * (config.probe_steps + config.finetune_steps);
+        config.pretrain_steps + Task::ALL.len() * (config.probing_steps() + config.finetune_steps);
     progress.set_length(steps as u64);
 
     progress.set_message("pretraining the base");
     let encoder = config.encoder.init::<Train>(&mut init, &device);
-    let data = pretrain_dataset(Split::Train, config.pretrain_examples, config.seed);
+    let mut data = pretrain_dataset(Split::Train, config.pretrain_examples, config.seed);
+    add_label_noise(&mut data, &config.pretrain_label_noise, config.seed);
     let pretrain_head = Head::new(config.encoder.dim, data.classes, &mut init, &device);
     let schedule = TrainConfig {
         steps: config.pretrain_steps,
@@ -247,11 +303,12 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
         pretrain_dataset(split, config.eval_examples, config.seed)
     });
     let base_encoder = base.encoder;
+    let base_head = base.head;
     write_model(
         &staging.join("base"),
         inference(&Classifier {
             encoder: base_encoder.clone(),
-            head: base.head,
+            head: base_head.clone(),
         })
         .encoder
         .export(),
@@ -262,10 +319,18 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     progress.set_message("fine-tuning the experts");
     let mut heads = Vec::new();
     let mut tasks = Vec::new();
+    let mut classes = 0;
     for (t, task) in Task::ALL.into_iter().enumerate() {
+        let head = match config.heads {
+            HeadSource::ZeroShot => base_head.classes(classes..classes + task.num_classes()),
+            HeadSource::Probe => {
+                Head::new(config.encoder.dim, task.num_classes(), &mut init, &device)
+            }
+        };
+        classes += task.num_classes();
         let model = Classifier {
             encoder: base_encoder.clone(),
-            head: Head::new(config.encoder.dim, task.num_classes(), &mut init, &device),
+            head,
         };
         let (expert, metrics) = finetune(config, t, task, model, progress);
         let expert = inference(&expert);
@@ -305,6 +370,32 @@ pub fn build(dir: &Path, config: &ZooConfig, progress: &ProgressBar) -> Result<M
     Ok(manifest)
 }
 
+/// Replaces the label of each pretraining image of task `t` (joint label space) with probability
+/// `noise[t]` by a class of the same task drawn uniformly.
+fn add_label_noise(data: &mut Dataset, noise: &[f64], seed: u64) {
+    if noise.iter().all(|&p| p <= 0.0) {
+        return;
+    }
+    let mut rng = Rng::new(derive_seed(seed, "zoo/pretrain-label-noise", 0));
+    let mut offsets = vec![0];
+    for task in Task::ALL {
+        offsets.push(offsets.last().copied().unwrap_or(0) + task.num_classes());
+    }
+    for label in &mut data.labels {
+        let t = offsets
+            .iter()
+            .rposition(|&o| o <= *label as usize)
+            .unwrap_or(0);
+        let (draw, class) = (
+            rng.random::<f64>(),
+            rng.random_range(0..Task::ALL[t].num_classes()),
+        );
+        if draw < noise.get(t).copied().unwrap_or(0.0) {
+            *label = (offsets[t] + class) as u32;
+        }
+    }
+}
+
 /// Errors unless `dir` is missing or empty: the zoo replaces its directory when done, and must
 /// never replace something that is not a zoo.
 fn refuse_foreign(dir: &Path) -> Result<(), ZooError> {
@@ -337,7 +428,7 @@ fn finetune(
     let data = generate(task, Split::Train, config.train_examples, config.seed);
     let Classifier { encoder, head } = model;
     let probe = TrainConfig {
-        steps: config.probe_steps,
+        steps: config.probing_steps(),
         batch: config.batch,
         lr: config.probe_lr,
         seed: crate::rng::derive_seed(config.seed, &format!("probe/{}", task.name()), index as u64),
@@ -382,8 +473,8 @@ fn evaluate(
     }
 }
 
-/// Writes flattened tensors as an f32 model directory.
-fn write_model<B: Backend>(
+/// Writes flattened tensors as an f32 model directory (`dir/model.safetensors`).
+pub fn write_model<B: Backend>(
     dir: &Path,
     tensors: Vec<NamedTensor<B>>,
 ) -> Result<(), CheckpointError> {
@@ -410,19 +501,11 @@ mod tests {
 
     fn tiny() -> ZooConfig {
         ZooConfig {
-            seed: 3,
-            encoder: EncoderConfig::mlp(),
-            pretrain_examples: 200,
             pretrain_steps: 4,
-            pretrain_lr: 1e-3,
-            train_examples: 100,
             eval_examples: 50,
             probe_steps: 2,
-            probe_lr: 1e-2,
-            freeze_head: true,
             finetune_steps: 3,
-            finetune_lr: 1e-3,
-            batch: 16,
+            ..ZooConfig::tiny(3, EncoderConfig::mlp())
         }
     }
 

@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use burn::tensor::Transaction;
 use burn::tensor::activation::log_softmax;
 
 use super::build::{Manifest, ZooError, read_manifest};
-use super::model::{Classifier, Encoder, Head, NamedTensor, TensorSource};
-use super::tasks::{Dataset, Split, Task, generate};
+use super::model::{Classifier, Encoder, Head, NamedTensor, TaskHeads, TensorSource, entropy};
+use super::tasks::{Dataset, IMAGE_PIXELS, Split, Task, generate};
 use super::train::batch;
 use crate::checkpoint::Model;
 use crate::merge::Candidate;
@@ -26,14 +27,30 @@ pub struct TaskScores {
 }
 
 /// A built zoo ready to score candidates on one split.
+///
+/// Every task's images of the split are kept on the device, one tensor with the tasks one after
+/// the other, with each row's joint class index and head mask: scoring any items of any tasks is
+/// one gather and one batched forward pass, and one read back to the host.
 pub struct ZooScorer<B: Backend> {
     manifest: Manifest,
     template: Encoder<B>,
     heads: Vec<Head<B>>,
+    task_heads: TaskHeads<B>,
     data: Vec<Dataset>,
+    /// First row of each task in the device tensors.
+    starts: Vec<usize>,
+    /// `[rows, IMAGE_PIXELS]`.
+    images: Tensor<B, 2>,
+    /// Each row's class in the joint logits of [`TaskHeads`].
+    labels: Tensor<B, 1, Int>,
+    /// Each row's [`TaskHeads::mask_row`].
+    masks: Tensor<B, 2>,
     split: Split,
     device: B::Device,
 }
+
+/// Rows scored in one forward pass: bounds the activations' memory on wide encoders.
+const CHUNK_ROWS: usize = 2048;
 
 impl<B: Backend> ZooScorer<B> {
     /// Opens the zoo in `dir` and generates `split` of every task (the manifest's sizes).
@@ -69,11 +86,31 @@ impl<B: Backend> ZooScorer<B> {
             );
             data.push(generate(task, split, config.eval_examples, config.seed));
         }
+        let task_heads = TaskHeads::new(&heads);
+        let mut starts = vec![0];
+        let (mut images, mut labels, mut masks) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, d) in data.iter().enumerate() {
+            starts.push(starts[t] + d.len());
+            images.extend_from_slice(&d.images);
+            let offset = task_heads.offsets()[t];
+            labels.extend(d.labels.iter().map(|&l| (offset + l as usize) as i64));
+            let mask = task_heads.mask_row(t);
+            for _ in 0..d.len() {
+                masks.extend_from_slice(&mask);
+            }
+        }
+        let rows = labels.len();
+        let classes = masks.len() / rows.max(1);
         Ok(ZooScorer {
             manifest,
             template,
             heads,
+            task_heads,
             data,
+            images: Tensor::from_data(TensorData::new(images, [rows, IMAGE_PIXELS]), device),
+            labels: Tensor::from_data(TensorData::new(labels, [rows]), device),
+            masks: Tensor::from_data(TensorData::new(masks, [rows, classes]), device),
+            starts,
             split,
             device: device.clone(),
         })
@@ -104,12 +141,34 @@ impl<B: Backend> ZooScorer<B> {
         &self.heads
     }
 
+    /// Every task's head, side by side.
+    pub fn task_heads(&self) -> &TaskHeads<B> {
+        &self.task_heads
+    }
+
     /// The zoo's encoder with weights given as named tensors (the zoo's names; other tensors are
     /// ignored). The weights keep their autograd graph.
     pub fn encoder(&self, tensors: Vec<NamedTensor<B>>) -> Result<Encoder<B>, ZooError> {
         self.template
             .import(&TensorSource::new(tensors))
             .map_err(|e| ZooError::NotAnEncoder(e.to_string()))
+    }
+
+    /// The images (`[rows, IMAGE_PIXELS]`), joint labels and head masks of `items` (one list per
+    /// task, task after task), gathered on the device.
+    pub fn rows(&self, items: &[Vec<usize>]) -> (Tensor<B, 2>, Tensor<B, 1, Int>, Tensor<B, 2>) {
+        let rows: Vec<i64> = items
+            .iter()
+            .enumerate()
+            .flat_map(|(t, list)| list.iter().map(move |&i| (self.starts[t] + i) as i64))
+            .collect();
+        let n = rows.len();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &self.device);
+        (
+            self.images.clone().select(0, index.clone()),
+            self.labels.clone().select(0, index.clone()),
+            self.masks.clone().select(0, index),
+        )
     }
 
     /// Scores every task on all of its examples with the encoder held by `candidate`.
@@ -128,40 +187,67 @@ impl<B: Backend> ZooScorer<B> {
     }
 
     /// Scores, for each task, the items listed for it (none: the task is skipped) with an
-    /// encoder given as named tensors (the zoo's names; other tensors are ignored).
+    /// encoder given as named tensors (the zoo's names; other tensors are ignored). All tasks'
+    /// items run through the encoder together, in batches of [`CHUNK_ROWS`], and come back to the
+    /// host in one read.
     pub fn score_items(
         &self,
         tensors: Vec<NamedTensor<B>>,
         items: &[Vec<usize>],
     ) -> Result<Vec<ItemScores>, ZooError> {
         let encoder = self.encoder(tensors)?;
-        let score = |t: usize| {
-            let model = Classifier {
-                encoder: encoder.clone(),
-                head: self.heads[t].clone(),
-            };
-            item_scores(&model, &self.data[t], &items[t], &self.device)
-        };
-        // Tasks are scored on parallel threads (the CPU backend runs a batch on one core); each
-        // task's result does not depend on the others, so the order of work does not matter.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let tasks: Vec<usize> = (0..self.heads.len().min(items.len())).collect();
-        let mut scored: Vec<(usize, ItemScores)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.min(tasks.len()))
-                .map(|w| {
-                    let mine: Vec<usize> = tasks.iter().copied().skip(w).step_by(threads).collect();
-                    let score = &score;
-                    scope.spawn(move || mine.into_iter().map(|t| (t, score(t))).collect::<Vec<_>>())
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().expect("a scoring thread panicked"))
-                .collect()
-        });
-        scored.sort_by_key(|(t, _)| *t);
-        Ok(scored.into_iter().map(|(_, s)| s).collect())
+        let mut items = items.to_vec();
+        items.resize(self.heads.len(), Vec::new());
+        let flat: Vec<(usize, usize)> = items
+            .iter()
+            .enumerate()
+            .flat_map(|(t, list)| list.iter().map(move |&i| (t, i)))
+            .collect();
+        let mut transaction = Transaction::default();
+        for chunk in flat.chunks(CHUNK_ROWS) {
+            let mut per_task = vec![Vec::new(); items.len()];
+            for &(t, i) in chunk {
+                per_task[t].push(i);
+            }
+            let (images, labels, masks) = self.rows(&per_task);
+            let log_p = self.task_heads.log_probs(encoder.forward(images), masks);
+            let [correct, picked, entropy] = label_scores(log_p, labels);
+            transaction = transaction
+                .register(correct)
+                .register(picked)
+                .register(entropy);
+        }
+        let data = transaction.execute();
+        let mut out: Vec<ItemScores> = items.iter().map(|_| ItemScores::default()).collect();
+        let tasks = flat.iter().map(|&(t, _)| t);
+        let mut tasks = tasks.collect::<Vec<_>>().into_iter();
+        for read in data.chunks(3) {
+            let correct: Vec<bool> = read[0].iter::<f32>().map(|c| c > 0.5).collect();
+            let picked: Vec<f32> = read[1].iter::<f32>().collect();
+            let entropy: Vec<f32> = read[2].iter::<f32>().collect();
+            for ((c, p), e) in correct.into_iter().zip(picked).zip(entropy) {
+                let t = tasks.next().expect("one task per row");
+                out[t].correct.push(c);
+                out[t].log_p_true.push(p);
+                out[t].entropy.push(e);
+            }
+        }
+        Ok(out)
     }
+}
+
+/// Per row of log-probabilities `log_p` (`[rows, classes]`) with true classes `labels`: whether
+/// the arg-max is the label (`[rows]`, bool), the label's log-probability and the entropy
+/// (`[rows]`, float).
+fn label_scores<B: Backend>(log_p: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> [Tensor<B, 1>; 3] {
+    let rows = labels.dims()[0];
+    let predicted = log_p.clone().argmax(1).reshape([rows]);
+    let correct = predicted.equal(labels.clone()).float();
+    let picked = log_p
+        .clone()
+        .gather(1, labels.reshape([rows, 1]))
+        .reshape([rows]);
+    [correct, picked, entropy(log_p).reshape([rows])]
 }
 
 /// Reads every tensor of `model` onto `device`, flattened.
@@ -218,7 +304,7 @@ impl ItemScores {
     }
 }
 
-/// Scores `model` on the items `indices` of `data`, in batches of 512.
+/// Scores `model` on the items `indices` of `data`, in batches of [`CHUNK_ROWS`].
 pub fn item_scores<B: Backend>(
     model: &Classifier<B>,
     data: &Dataset,
@@ -226,16 +312,18 @@ pub fn item_scores<B: Backend>(
     device: &B::Device,
 ) -> ItemScores {
     let mut out = ItemScores::default();
-    for chunk in indices.chunks(512) {
+    for chunk in indices.chunks(CHUNK_ROWS) {
         let (images, labels) = batch::<B>(data, chunk, device);
         let log_p = log_softmax(model.forward(images), 1);
-        let predicted = log_p.clone().argmax(1).reshape([chunk.len()]);
-        let correct = predicted.equal(labels.clone()).into_data();
-        out.correct.extend(correct.iter::<bool>());
-        let picked = log_p.clone().gather(1, labels.reshape([chunk.len(), 1]));
-        out.log_p_true.extend(picked.into_data().iter::<f32>());
-        let entropy = (log_p.clone().exp() * log_p).sum_dim(1).neg();
-        out.entropy.extend(entropy.into_data().iter::<f32>());
+        let [correct, picked, entropy] = label_scores(log_p, labels);
+        let read = Transaction::default()
+            .register(correct)
+            .register(picked)
+            .register(entropy)
+            .execute();
+        out.correct.extend(read[0].iter::<f32>().map(|c| c > 0.5));
+        out.log_p_true.extend(read[1].iter::<f32>());
+        out.entropy.extend(read[2].iter::<f32>());
     }
     out
 }
@@ -253,7 +341,7 @@ pub fn score_task<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zoo::build::{ZooConfig, build};
+    use crate::zoo::build::{HeadSource, ZooConfig, build};
     use crate::zoo::model::EncoderConfig;
     use burn::backend::Flex;
     use indicatif::ProgressBar;
@@ -261,20 +349,16 @@ mod tests {
     #[test]
     fn each_expert_scores_what_its_manifest_says_on_its_own_task() {
         let dir = std::env::temp_dir().join(format!("mergesearch-zoo-eval-{}", std::process::id()));
+        // Zero-shot heads, trained encoders: each task's head is a slice of the pretraining head.
         let config = ZooConfig {
-            seed: 5,
-            encoder: EncoderConfig::mlp(),
-            pretrain_examples: 200,
             pretrain_steps: 20,
-            pretrain_lr: 1e-3,
             train_examples: 200,
             eval_examples: 100,
-            probe_steps: 0,
-            probe_lr: 1e-2,
+            heads: HeadSource::ZeroShot,
             freeze_head: false,
             finetune_steps: 30,
             finetune_lr: 3e-3,
-            batch: 16,
+            ..ZooConfig::tiny(5, EncoderConfig::mlp())
         };
         let manifest = build(&dir, &config, &ProgressBar::hidden()).unwrap();
         let device = Default::default();

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use burn::module::{Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::{gelu, log_softmax, softmax};
 use serde::{Deserialize, Serialize};
 
 use super::tasks::IMAGE_SIZE;
@@ -21,6 +21,7 @@ use crate::rng::Rng;
 
 /// Shape of an encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EncoderConfig {
     /// `vit` or `mlp`.
     pub kind: EncoderKind,
@@ -44,6 +45,12 @@ pub enum EncoderKind {
     Vit,
     /// A plain MLP on the pixels (fast tests).
     Mlp,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig::vit()
+    }
 }
 
 impl EncoderConfig {
@@ -187,21 +194,40 @@ pub struct Encoder<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    fn forward(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
-        let [batch, tokens, dim] = x.dims();
+    /// The block on `batch` sequences of `tokens` tokens, stored as rows `[batch * tokens, dim]`:
+    /// every linear layer is then one matrix product over all tokens (and its weight gradient
+    /// another), not one small product per image.
+    fn forward(&self, x: Tensor<B, 2>, batch: usize, tokens: usize, heads: usize) -> Tensor<B, 2> {
+        let dim = x.dims()[1];
         let head_dim = dim / heads;
         let h = self.norm1.forward(x.clone());
-        let split = |t: Tensor<B, 3>| t.reshape([batch, tokens, heads, head_dim]).swap_dims(1, 2);
-        let q = split(self.query.forward(h.clone()));
-        let k = split(self.key.forward(h.clone()));
-        let v = split(self.value.forward(h));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
-        let attended = softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, dim]);
+        let (q, k, v) = (
+            self.query.forward(h.clone()),
+            self.key.forward(h.clone()),
+            self.value.forward(h),
+        );
+        // Head by head on column slices of the token rows: no 4-D permutation of the
+        // activations (which the CPU backend copies element by element), and each head's output
+        // lands in its columns of the attended rows.
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let rows = batch * tokens;
+        let column = |t: &Tensor<B, 2>, h: usize| {
+            t.clone()
+                .slice([0..rows, h * head_dim..(h + 1) * head_dim])
+                .reshape([batch, tokens, head_dim])
+        };
+        let attended = Tensor::cat(
+            (0..heads)
+                .map(|h| {
+                    let scores = column(&q, h)
+                        .mul_scalar(scale)
+                        .matmul(column(&k, h).swap_dims(1, 2));
+                    softmax(scores, 2).matmul(column(&v, h))
+                })
+                .collect(),
+            2,
+        )
+        .reshape([rows, dim]);
         let x = x + self.out.forward(attended);
         let h = self.norm2.forward(x.clone());
         x + self.fc2.forward(gelu(self.fc1.forward(h)))
@@ -225,16 +251,25 @@ impl<B: Backend> Encoder<B> {
         let patches = images
             .reshape([batch, side, p, side, p])
             .swap_dims(2, 3)
-            .reshape([batch, side * side, p * p]);
-        let tokens = self.patch.forward(patches);
-        let dim = tokens.dims()[2];
+            .reshape([batch * side * side, p * p]);
+        let dim = self.position.dims()[2];
+        let embedded = self
+            .patch
+            .forward(patches)
+            .reshape([batch, side * side, dim]);
         let cls = self.cls_token.val().expand([batch, 1, dim]);
-        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.position.val();
+        let tokens = side * side + 1;
+        let mut x = (Tensor::cat(vec![cls, embedded], 1) + self.position.val())
+            .reshape([batch * tokens, dim]);
         for block in &self.blocks {
-            x = block.forward(x, self.heads);
+            x = block.forward(x, batch, tokens, self.heads);
         }
-        let x = self.norm.forward(x);
-        x.slice([0..batch, 0..1, 0..dim]).reshape([batch, dim])
+        // The final norm acts on each token alone: only the class tokens need it.
+        let cls = x
+            .reshape([batch, tokens, dim])
+            .slice([0..batch, 0..1, 0..dim])
+            .reshape([batch, dim]);
+        self.norm.forward(cls)
     }
 }
 
@@ -447,6 +482,11 @@ impl<B: Backend> Encoder<B> {
     }
 }
 
+/// A copy of `t` with no autograd history.
+fn detached<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_data(t.to_data(), &t.device())
+}
+
 /// A task's classification head on the encoder's features.
 #[derive(Module, Debug)]
 pub struct Head<B: Backend> {
@@ -466,6 +506,25 @@ impl<B: Backend> Head<B> {
         self.linear.forward(features)
     }
 
+    /// The head restricted to the classes `classes` (a task's rows of a joint-label head).
+    pub fn classes(&self, classes: std::ops::Range<usize>) -> Head<B> {
+        let [dim, _] = self.linear.weight.dims();
+        // Copied through the host: the slices start a head of their own, not a view into this
+        // one's autograd graph.
+        let weight = detached(self.linear.weight.val().slice([0..dim, classes.clone()]));
+        let bias = self
+            .linear
+            .bias
+            .as_ref()
+            .map(|b| detached(b.val().slice([classes])));
+        Head {
+            linear: Linear {
+                weight: Param::from_tensor(weight),
+                bias: bias.map(Param::from_tensor),
+            },
+        }
+    }
+
     /// Exports as `heads.{task}.weight` / `.bias`.
     pub fn export(&self, task: &str) -> Vec<NamedTensor<B>> {
         let mut out = Vec::new();
@@ -479,6 +538,84 @@ impl<B: Backend> Head<B> {
             linear: import_linear(&format!("heads.{task}"), &self.linear, src)?,
         })
     }
+}
+
+/// Every task's head side by side, so that one batch holding rows of several tasks is scored at
+/// once: one matrix product gives each row the logits of all tasks' classes, and an additive
+/// mask keeps those of the row's own task (the others get [`MASKED`], which a softmax turns into
+/// exactly zero).
+#[derive(Debug, Clone)]
+pub struct TaskHeads<B: Backend> {
+    /// `[dim, classes of all tasks]`.
+    weight: Tensor<B, 2>,
+    /// `[1, classes of all tasks]`.
+    bias: Tensor<B, 2>,
+    /// Task `t`'s classes are columns `offsets[t]..offsets[t + 1]`.
+    offsets: Vec<usize>,
+}
+
+/// The logit given to the classes of the other tasks: finite, so that masked entries of a
+/// log-softmax stay finite and their products with zero probabilities are zero, not NaN.
+pub const MASKED: f32 = -1e9;
+
+impl<B: Backend> TaskHeads<B> {
+    /// The heads of the tasks, in order.
+    pub fn new(heads: &[Head<B>]) -> TaskHeads<B> {
+        let mut offsets = vec![0];
+        for head in heads {
+            let [_, classes] = head.linear.weight.dims();
+            offsets.push(offsets.last().copied().unwrap_or(0) + classes);
+        }
+        let total = *offsets.last().unwrap_or(&0);
+        let weight = Tensor::cat(heads.iter().map(|h| h.linear.weight.val()).collect(), 1);
+        let bias = Tensor::cat(
+            heads
+                .iter()
+                .map(|h| {
+                    let b = h.linear.bias.as_ref().expect("zoo heads have a bias");
+                    b.val()
+                })
+                .collect(),
+            0,
+        )
+        .reshape([1, total]);
+        TaskHeads {
+            weight,
+            bias,
+            offsets,
+        }
+    }
+
+    /// Task `t`'s classes are columns `offsets()[t]..offsets()[t + 1]` of the joint logits.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// The additive mask of a row of task `task`: 0 on its classes, [`MASKED`] elsewhere.
+    pub fn mask_row(&self, task: usize) -> Vec<f32> {
+        let total = *self.offsets.last().unwrap_or(&0);
+        (0..total)
+            .map(|c| {
+                if (self.offsets[task]..self.offsets[task + 1]).contains(&c) {
+                    0.0
+                } else {
+                    MASKED
+                }
+            })
+            .collect()
+    }
+
+    /// Log-probabilities `[rows, all classes]` of `features` over each row's own task's classes
+    /// (`mask`: one [`TaskHeads::mask_row`] per row).
+    pub fn log_probs(&self, features: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        let logits = features.matmul(self.weight.clone()) + self.bias.clone() + mask;
+        log_softmax(logits, 1)
+    }
+}
+
+/// Each row's Shannon entropy `[rows, 1]` from its log-probabilities.
+pub fn entropy<B: Backend>(log_p: Tensor<B, 2>) -> Tensor<B, 2> {
+    (log_p.clone().exp() * log_p).sum_dim(1).neg()
 }
 
 /// An encoder with one head: what trains as an expert, and what scores one task.

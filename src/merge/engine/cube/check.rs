@@ -8,6 +8,8 @@
 //! factors — from the merged values, which must agree within a stated bound.
 
 use cubecl::prelude::*;
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 
 use super::CubeStore;
 use crate::checkpoint::Dtype;
@@ -116,7 +118,9 @@ pub fn test_params(method: Method, k: usize, variant: usize) -> GroupParams {
 /// little-endian bytes: half of each expert's entries equal the base (ties at zero).
 pub fn test_rows(n: usize, k: usize, dtype: Dtype, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed);
-    let base: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let base: Vec<f32> = (0..n)
+        .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
+        .collect();
     (0..=k)
         .map(|r| {
             let values: Vec<f32> = if r == 0 {
@@ -124,10 +128,10 @@ pub fn test_rows(n: usize, k: usize, dtype: Dtype, seed: u64) -> Vec<Vec<u8>> {
             } else {
                 base.iter()
                     .map(|&b| {
-                        if rng.next_f64() < 0.5 {
+                        if rng.random::<f64>() < 0.5 {
                             b
                         } else {
-                            b + 0.05 * rng.normal() as f32
+                            b + 0.05 * rng.sample::<f64, _>(StandardNormal) as f32
                         }
                     })
                     .collect()
