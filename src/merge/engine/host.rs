@@ -237,11 +237,14 @@ struct GtaBlocks<'a, E> {
 
 impl<E: Elem> Blocks for GtaBlocks<'_, E> {
     fn scratch(&self) -> usize {
-        self.masks.len()
+        // Each expert's kept entries, then the election's total, mixed sum and divisor (the
+        // first also holds each task vector before its mask).
+        self.masks.len() + 3
     }
 
     #[inline(always)]
-    fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], kept: &mut [[f32; BLOCK]]) {
+    fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], arrays: &mut [[f32; BLOCK]]) {
+        let (kept, sums) = arrays.split_at_mut(self.masks.len());
         for (i, d) in kept.iter_mut().enumerate() {
             fill_kept(
                 self.rows,
@@ -249,10 +252,11 @@ impl<E: Elem> Blocks for GtaBlocks<'_, E> {
                 &self.masks[i],
                 self.scales[i],
                 start,
+                &mut sums[0],
                 &mut d[..len],
             );
         }
-        mix_block(self.rows, self.g, kept, start, len, acc);
+        mix_block(self.rows, self.g, kept, sums, start, len, acc);
     }
 }
 
@@ -362,6 +366,10 @@ fn combine_block<E: Elem>(
     }
 }
 
+/// Expert `i`'s kept entries of elements `start..start + out.len()`: its task vector into
+/// `taus` (scratch of at least that length), then masked and scaled into `out`. (Read from
+/// and written to different arrays: masking in place lets LLVM emit masked stores, which AMD
+/// cores execute in microcode.)
 #[inline(always)]
 fn fill_kept<E: Elem>(
     rows: &Rows<E>,
@@ -369,58 +377,48 @@ fn fill_kept<E: Elem>(
     mask: &HostMask,
     scale: f32,
     start: usize,
+    taus: &mut [f32],
     out: &mut [f32],
 ) {
     let len = out.len();
     let base = &rows.base[start..start + len];
     let expert = &rows.experts[i][start..start + len];
-    let mut taus = [0f32; BLOCK];
     let taus = &mut taus[..len];
     for ((t, b), e) in taus.iter_mut().zip(base).zip(expert) {
         *t = e.value() - b.value();
     }
+    let taus = &*taus;
     let keep_or_zero = |keep: bool, tau: f32| if keep { tau * scale } else { 0.0 };
     match mask {
-        HostMask::All => out
-            .iter_mut()
-            .zip(taus.iter())
-            .for_each(|(o, &t)| *o = t * scale),
-        HostMask::Nothing => out.fill(0.0),
-        HostMask::Window { lo, hi, codes } => {
-            let window = |o: &mut [f32], code: &dyn Fn(usize) -> u32| {
-                for (jj, (o, &t)) in o.iter_mut().zip(taus.iter()).enumerate() {
-                    let j = start + jj;
-                    let (c, key) = (code(j), magnitude_key(t));
-                    let keep = lo.reached_by(c, key, j as u32) && !hi.reached_by(c, key, j as u32);
-                    *o = keep_or_zero(keep, t);
-                }
-            };
-            match codes {
-                None => window_block(
-                    out,
-                    taus,
-                    start,
-                    *lo,
-                    *hi,
-                    &[0u16; BLOCK][..len],
-                    scale,
-                    true,
-                ),
-                Some(Codes::U16(c)) => window_block(
-                    out,
-                    taus,
-                    start,
-                    *lo,
-                    *hi,
-                    &c[start..start + len],
-                    scale,
-                    false,
-                ),
-                Some(Codes::U32(c)) => window(out, &|j| c[j]),
+        HostMask::All => {
+            for (o, &t) in out.iter_mut().zip(taus) {
+                *o = t * scale;
             }
         }
+        HostMask::Nothing => out.fill(0.0),
+        HostMask::Window { lo, hi, codes } => match codes {
+            None => window_block(out, taus, start, *lo, *hi, None, scale),
+            Some(Codes::U16(c)) => window_block(
+                out,
+                taus,
+                start,
+                *lo,
+                *hi,
+                Some(&c[start..start + len]),
+                scale,
+            ),
+            Some(Codes::U32(c)) => {
+                for (jj, (o, &t)) in out.iter_mut().zip(taus).enumerate() {
+                    let j = start + jj;
+                    let (code, key) = (c[j], magnitude_key(t));
+                    let keep =
+                        lo.reached_by(code, key, j as u32) && !hi.reached_by(code, key, j as u32);
+                    *o = keep_or_zero(keep, t);
+                }
+            }
+        },
         HostMask::Random { keep, key } => {
-            for (jj, (o, &t)) in out.iter_mut().zip(taus.iter()).enumerate() {
+            for (jj, (o, &t)) in out.iter_mut().zip(taus).enumerate() {
                 *o = keep_or_zero(uniform(*key, (start + jj) as u32) < *keep, t);
             }
         }
@@ -430,38 +428,87 @@ fn fill_kept<E: Elem>(
             key,
             ranks,
         } => {
-            for (jj, (o, &t)) in out.iter_mut().zip(taus.iter()).enumerate() {
-                let j = start + jj;
-                let p = slope.mul_add(ranks.get(j) as f32, *offset);
-                *o = keep_or_zero(uniform(*key, j as u32) < p, t);
+            // One loop per width, over slices, so that it vectorizes.
+            #[inline(always)]
+            fn prune<R: Copy>(
+                out: &mut [f32],
+                taus: &[f32],
+                ranks: &[R],
+                as_f32: impl Fn(R) -> f32,
+                keep_or_zero: impl Fn(bool, f32) -> f32,
+                (start, offset, slope, key): (usize, f32, f32, StreamKey),
+            ) {
+                for (jj, ((o, &t), &rank)) in out.iter_mut().zip(taus).zip(ranks).enumerate() {
+                    let p = slope.mul_add(as_f32(rank), offset);
+                    *o = keep_or_zero(uniform(key, (start + jj) as u32) < p, t);
+                }
+            }
+            let at = (start, *offset, *slope, *key);
+            match ranks {
+                Codes::U16(r) => prune(
+                    out,
+                    taus,
+                    &r[start..start + len],
+                    f32::from,
+                    keep_or_zero,
+                    at,
+                ),
+                Codes::U32(r) => prune(
+                    out,
+                    taus,
+                    &r[start..start + len],
+                    |r| r as f32,
+                    keep_or_zero,
+                    at,
+                ),
             }
         }
     }
 }
 
-/// A rank window over 16-bit codes (`no_codes`: every code is 0), written without branches so
-/// that it vectorizes.
+/// A rank window over 16-bit codes (`None`: a one-shot merge, every code 0), written in loops
+/// without branches so that they vectorize.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn window_block(
     out: &mut [f32],
     taus: &[f32],
     start: usize,
     lo: Bound,
     hi: Bound,
-    codes: &[u16],
+    codes: Option<&[u16]>,
     scale: f32,
-    no_codes: bool,
 ) {
     let reached = |b: Bound, c: u32, key: u32, j: u32| {
         (c > b.code) | ((c == b.code) & ((key > b.key) | ((key == b.key) & (j >= b.index))))
     };
-    for (jj, ((o, &t), &c)) in out.iter_mut().zip(taus).zip(codes).enumerate() {
-        let j = (start + jj) as u32;
-        let c = if no_codes { 0 } else { u32::from(c) };
-        let key = magnitude_key(t);
-        let keep = reached(lo, c, key, j) & !reached(hi, c, key, j);
+    let Some(codes) = codes else {
+        for (jj, (o, &t)) in out.iter_mut().zip(taus).enumerate() {
+            let (j, key) = ((start + jj) as u32, magnitude_key(t));
+            let keep = reached(lo, 0, key, j) & !reached(hi, 0, key, j);
+            *o = if keep { t * scale } else { 0.0 };
+        }
+        return;
+    };
+    // Codes alone decide every element except those sharing a bound's code (a bucket of at
+    // most `MAX_BUCKET` elements per bound, in few blocks): decide by code, then decide those
+    // elements exactly where a block has any.
+    let mut boundary = false;
+    for ((o, &t), &c) in out.iter_mut().zip(taus).zip(codes) {
+        let c = u32::from(c);
+        boundary |= (c == lo.code) | (c == hi.code);
+        let keep = (c > lo.code) & (c < hi.code);
         *o = if keep { t * scale } else { 0.0 };
+    }
+    if !boundary {
+        return;
+    }
+    for (jj, ((o, &t), &c)) in out.iter_mut().zip(taus).zip(codes).enumerate() {
+        let c = u32::from(c);
+        if c == lo.code || c == hi.code {
+            let (j, key) = ((start + jj) as u32, magnitude_key(t));
+            let keep = reached(lo, c, key, j) & !reached(hi, c, key, j);
+            *o = if keep { t * scale } else { 0.0 };
+        }
     }
 }
 
@@ -470,6 +517,7 @@ fn mix_block<E: Elem>(
     rows: &Rows<E>,
     g: &Gta,
     kept: &[[f32; BLOCK]],
+    sums: &mut [[f32; BLOCK]],
     start: usize,
     len: usize,
     acc: &mut [f32; BLOCK],
@@ -489,15 +537,19 @@ fn mix_block<E: Elem>(
             }
         }
         Mix::Elect { normalize, lambda } => {
-            let mut total = [0f32; BLOCK];
-            let total = &mut total[..len];
+            let [total, mixed, div] = sums else {
+                unreachable!("the election has three scratch arrays")
+            };
+            let (total, mixed, div) = (&mut total[..len], &mut mixed[..len], &mut div[..len]);
+            // The scratch arrays hold the last block's values: start from zero.
+            total.fill(0.0);
+            mixed.fill(0.0);
+            div.fill(0.0);
             for (d, &wi) in kept.iter().zip(w) {
                 for (t, &di) in total.iter_mut().zip(&d[..len]) {
                     *t = wi.mul_add(di, *t);
                 }
             }
-            let (mut mixed, mut div) = ([0f32; BLOCK], [0f32; BLOCK]);
-            let (mixed, div) = (&mut mixed[..len], &mut div[..len]);
             for (d, &wi) in kept.iter().zip(w) {
                 for (((m, v), &di), &t) in mixed
                     .iter_mut()
@@ -506,14 +558,15 @@ fn mix_block<E: Elem>(
                     .zip(total.iter())
                 {
                     let weighted = wi * di;
-                    let agrees = if t >= 0.0 {
-                        weighted > 0.0
-                    } else {
-                        weighted < 0.0
-                    };
-                    let fused = wi.mul_add(di, *m);
-                    *m = if agrees { fused } else { *m };
-                    *v += if agrees { wi } else { 0.0 };
+                    let plus = t >= 0.0;
+                    let agrees = ((weighted > 0.0) & plus) | ((weighted < 0.0) & !plus);
+                    // Disagreeing entries add `fma(w_i, +0, mixed)`, which is `mixed` bit for
+                    // bit (`mixed` is never -0: it starts at +0 and only agreeing, non-zero
+                    // products are added). Written as a select, LLVM emits a masked store,
+                    // which AMD cores execute in microcode.
+                    let all = 0u32.wrapping_sub(u32::from(agrees));
+                    *m = wi.mul_add(f32::from_bits(di.to_bits() & all), *m);
+                    *v += f32::from_bits(wi.to_bits() & all);
                 }
             }
             for (((a, b), &m), &v) in acc[..len]
@@ -573,14 +626,10 @@ fn rescale_factor<E: Elem>(rows: &Rows<E>, i: usize, mask: &HostMask) -> f32 {
     impl<E: Elem> Sums<2> for Norms<'_, E> {
         #[inline(always)]
         fn fill(&self, start: usize, len: usize, [original, kept]: &mut [[f32; TREE_BLOCK]; 2]) {
-            fill_kept(self.rows, self.i, self.mask, 1.0, start, &mut kept[..len]);
-            for (jj, (o, d)) in original
-                .iter_mut()
-                .zip(kept.iter_mut())
-                .take(len)
-                .enumerate()
-            {
-                *o = self.rows.tau(self.i, start + jj).abs();
+            let (original, kept) = (&mut original[..len], &mut kept[..len]);
+            fill_kept(self.rows, self.i, self.mask, 1.0, start, original, kept);
+            for (o, d) in original.iter_mut().zip(kept.iter_mut()) {
+                *o = o.abs();
                 *d = d.abs();
             }
         }

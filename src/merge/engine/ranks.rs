@@ -139,6 +139,43 @@ pub fn tensor_codes(keys: &[u32]) -> Codes {
     codes
 }
 
+/// The positions of the elements of `values` equal to `wanted`, on several threads. Matches are
+/// rare (one bucket of codes), so groups of elements are tested with one vectorized comparison
+/// each and only groups with a match are searched.
+fn positions_of<T: Copy + PartialEq + Send + Sync>(values: &[T], wanted: T) -> Vec<usize> {
+    const GROUP: usize = 64;
+    let threads = super::host::threads_for(values.len());
+    let chunk = values.len().div_ceil(threads).div_ceil(GROUP).max(1) * GROUP;
+    let scan = |first: usize, part: &[T]| {
+        let mut found = Vec::new();
+        for (g, group) in part.chunks(GROUP).enumerate() {
+            if group.iter().fold(false, |hit, &c| hit | (c == wanted)) {
+                let at = first + g * GROUP;
+                found.extend(
+                    (0..group.len())
+                        .filter(|&i| group[i] == wanted)
+                        .map(|i| at + i),
+                );
+            }
+        }
+        found
+    };
+    if threads == 1 {
+        return scan(0, values);
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = values
+            .chunks(chunk)
+            .enumerate()
+            .map(|(t, part)| s.spawn(move || scan(t * chunk, part)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("a code scan panicked"))
+            .collect()
+    })
+}
+
 /// Exact ranks within each row of `cols` elements (the whole vector when `cols == n`).
 pub fn row_ranks(keys: &[u32], cols: usize) -> Codes {
     let cols = cols.max(1);
@@ -210,18 +247,9 @@ impl Bound {
         }
         let code = (rank >> shift) as u32;
         let within = rank - ((code as usize) << shift);
-        let n = match codes {
-            Codes::U16(v) => v.len(),
-            Codes::U32(v) => v.len(),
-        };
-        let members: Vec<usize> = match codes {
-            Codes::U16(v) => v
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| u32::from(**c) == code)
-                .map(|(j, _)| j)
-                .collect(),
-            Codes::U32(v) => (0..n).filter(|&j| v[j] == code).collect(),
+        let members = match codes {
+            Codes::U16(v) => positions_of(v, code as u16),
+            Codes::U32(v) => positions_of(v, code),
         };
         let mut bucket: Vec<u64> = members
             .into_iter()
