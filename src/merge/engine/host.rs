@@ -78,7 +78,8 @@ pub enum Ranks<'a> {
 type ExpertRanks = (Option<(Bound, Bound)>, Option<Codes>);
 
 /// A job's rank bounds and row ranks, found without caches: each window's bounds by selection,
-/// each row's ranks by sorting, one thread per expert.
+/// each row's ranks by sorting, one thread per expert and at most one expert per core at a time
+/// (a selection holds 8 bytes per element).
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
     /// Per expert, the bounds of its window mask (`None` for other masks).
@@ -93,31 +94,25 @@ impl Resolved {
         let Job::Gta(g) = job else {
             return Resolved::default();
         };
-        let per_expert: Vec<ExpertRanks> = std::thread::scope(|scope| {
-            let workers: Vec<_> = g
-                .masks
-                .iter()
-                .enumerate()
-                .map(|(i, mask)| {
-                    scope.spawn(move || {
-                        let keys = || super::ranks::task_vector_keys(rows.base, rows.experts[i]);
-                        match *mask {
-                            Mask::Window { lo, hi } => {
-                                (Some(Bound::window_by_selection(&keys(), lo, hi)), None)
-                            }
-                            Mask::MagPrune { .. } => {
-                                (None, Some(super::ranks::row_ranks(&keys(), cols)))
-                            }
-                            _ => (None, None),
-                        }
+        let at_once = threads_for(rows.len());
+        let mut per_expert: Vec<ExpertRanks> = Vec::with_capacity(g.masks.len());
+        for (group, masks) in g.masks.chunks(at_once).enumerate() {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = masks
+                    .iter()
+                    .enumerate()
+                    .map(|(ii, mask)| {
+                        let i = group * at_once + ii;
+                        scope.spawn(move || resolve_expert(mask, rows, i, cols))
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a rank worker panicked"))
-                .collect()
-        });
+                    .collect();
+                per_expert.extend(
+                    workers
+                        .into_iter()
+                        .map(|w| w.join().expect("a rank worker panicked")),
+                );
+            });
+        }
         let needs_rows = job.needs_row_ranks();
         let mut resolved = Resolved::default();
         let mut row_ranks = Vec::new();
@@ -130,6 +125,25 @@ impl Resolved {
             resolved.rows = Some(row_ranks);
         }
         resolved
+    }
+}
+
+/// What expert `i`'s mask needs of its ranks, found without caches.
+fn resolve_expert<E: Elem>(mask: &Mask, rows: &Rows<E>, i: usize, cols: usize) -> ExpertRanks {
+    let (base, expert) = (rows.base, rows.experts[i]);
+    match *mask {
+        Mask::Window { lo, hi } => {
+            let keys = base
+                .iter()
+                .zip(expert)
+                .map(|(b, e)| magnitude_key(e.value() - b.value()));
+            (Some(Bound::window_by_selection(keys, lo, hi)), None)
+        }
+        Mask::MagPrune { .. } => {
+            let keys = super::ranks::task_vector_keys(base, expert);
+            (None, Some(super::ranks::row_ranks(&keys, cols)))
+        }
+        _ => (None, None),
     }
 }
 

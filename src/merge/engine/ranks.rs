@@ -265,12 +265,15 @@ impl Bound {
 
     /// The bounds of the rank window `[lo, hi)` found by selection over the magnitude keys
     /// (no codes), for a merge that runs once.
-    pub fn window_by_selection(keys: &[u32], lo: usize, hi: usize) -> (Bound, Bound) {
+    pub fn window_by_selection(
+        keys: impl ExactSizeIterator<Item = u32>,
+        lo: usize,
+        hi: usize,
+    ) -> (Bound, Bound) {
         let n = keys.len();
         let mut composite: Vec<u64> = keys
-            .iter()
             .enumerate()
-            .map(|(j, &k)| (u64::from(k) << 32) | j as u64)
+            .map(|(j, k)| (u64::from(k) << 32) | j as u64)
             .collect();
         let at = |c: u64| Bound {
             code: 0,
@@ -350,7 +353,7 @@ mod tests {
                 assert_eq!(reached, ranks[j] >= rank, "rank {rank}, element {j}");
             }
         }
-        let (lo, hi) = Bound::window_by_selection(&k, 1000, 250_000);
+        let (lo, hi) = Bound::window_by_selection(k.iter().copied(), 1000, 250_000);
         for (j, &r) in ranks.iter().enumerate() {
             let kept = lo.reached_by(0, k[j], j as u32) && !hi.reached_by(0, k[j], j as u32);
             assert_eq!(kept, (1000..250_000).contains(&r));
