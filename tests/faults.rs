@@ -19,8 +19,7 @@ use mergesearch::eval::{Cost, Evaluation, Objective, Outcome, Score, Trial};
 use mergesearch::eval::{Direction, EvalConfigError, Evaluator};
 use mergesearch::failpoint;
 use mergesearch::record::{
-    HYPERVOLUME_FILE, JOURNAL_FILE, LOCK_FILE, RunLock, Status, TRIALS_FILE, TrialRecord,
-    read_journal,
+    HYPERVOLUME_FILE, LOCK_FILE, RunLock, Status, TRIALS_FILE, TrialRecord, read_journal,
 };
 use mergesearch::rng::Rng;
 use mergesearch::space::Space;
@@ -712,7 +711,7 @@ fn run_eval_and_export_errors_exit_with_the_readme_codes() {
     std::fs::remove_dir_all(&exported).unwrap();
 
     // An edited journal: an error naming the trial, not a panic.
-    let journal = dir.join(JOURNAL_FILE);
+    let journal = dir.join(mergesearch::record::JOURNAL_FILE);
     let original = std::fs::read_to_string(&journal).unwrap();
     let first: serde_json::Value = serde_json::from_str(original.lines().next().unwrap()).unwrap();
     let edited = original.replacen(&serde_json::to_string(&first["point"]).unwrap(), "[0.5]", 1);
