@@ -105,15 +105,16 @@ fn benchmark(name: &str, seeds: u64) -> (f64, u64) {
 
 #[test]
 fn unbounded_sphere_rosenbrock_and_ellipsoid_converge_as_fast_as_reference_implementations() {
-    // Established implementations (pycma, Hansen's purecma) need about 1,100-1,500 evaluations
-    // on the 10-D sphere, 5,000-6,500 on Rosenbrock from the origin and 5,000-7,000 on the
-    // ellipsoid to reach 1e-8 with the default population; these seeds give medians of 1,232,
-    // 6,255 and 5,527. The bounds catch a broken update: without covariance learning the
-    // ellipsoid needs about ten times more, without step-size control 1e-8 is never reached.
+    // pycma 4.5 (active CMA, its defaults) needs medians of 1,250 evaluations on the 10-D
+    // sphere, 5,134 on Rosenbrock from the origin and 3,893 on the ellipsoid to reach 1e-8
+    // (25 seeds; 92% success on Rosenbrock, where some runs end in the local minimum). These
+    // seeds give 1,264, 5,081 and 4,038. The upper bounds are 1.1 times pycma's: without the
+    // active (negative-weight) update Rosenbrock needs about 6,250 and the ellipsoid about
+    // 5,500; without covariance learning the ellipsoid needs about ten times more.
     for (name, min_rate, lo, hi) in [
-        ("sphere", 0.9, 900, 2_000),
-        ("rosenbrock", 0.8, 4_000, 8_000),
-        ("ellipsoid", 0.9, 4_000, 8_000),
+        ("sphere", 1.0, 1_000, 1_375),
+        ("rosenbrock", 0.8, 4_500, 5_600),
+        ("ellipsoid", 1.0, 3_400, 4_300),
     ] {
         let (rate, median) = benchmark(name, 10);
         assert!(rate >= min_rate, "{name}: success rate {rate}");
@@ -127,13 +128,18 @@ fn unbounded_sphere_rosenbrock_and_ellipsoid_converge_as_fast_as_reference_imple
 /// The table in the report: run with
 /// `cargo test --release --lib optim -- --ignored --nocapture`.
 #[test]
-#[ignore = "benchmark: 25 seeds per function, run in release"]
+#[ignore = "benchmark: 25 and 200 seeds per function, run in release"]
 fn benchmark_table() {
-    println!("10-D, sigma0 = 0.5, default popsize, target f < 1e-8, 25 seeds, no restarts");
-    println!("{:<12} {:>8} {:>14}", "function", "success", "median evals");
-    for name in ["sphere", "rosenbrock", "ellipsoid"] {
-        let (rate, median) = benchmark(name, 25);
-        println!("{name:<12} {:>7.0}% {median:>14}", rate * 100.0);
+    println!("10-D, sigma0 = 0.5, default popsize, target f < 1e-8, no restarts");
+    println!(
+        "{:<12} {:>6} {:>8} {:>14}",
+        "function", "seeds", "success", "median evals"
+    );
+    for seeds in [10, 25, 200] {
+        for name in ["sphere", "rosenbrock", "ellipsoid"] {
+            let (rate, median) = benchmark(name, seeds);
+            println!("{name:<12} {seeds:>6} {:>7.1}% {median:>14}", rate * 100.0);
+        }
     }
     for (name, f) in [("sphere", sphere as Objective), ("ellipsoid", ellipsoid)] {
         let mut evals: Vec<u64> = (0..5)
@@ -411,6 +417,27 @@ fn a_json_round_trip_after_every_step_does_not_change_a_single_bit() {
     }
     assert_eq!(plain.restarts(), 2);
     assert_eq!(round_trip(&resumed), plain);
+}
+
+#[test]
+fn a_state_saved_before_active_cma_resumes_with_positive_weights_only() {
+    let mut es = Cmaes::new(5, CmaesOptions::default()).unwrap();
+    let points = es.ask();
+    let mut json = serde_json::to_value(&es).unwrap();
+    let params = json["params"].as_object_mut().unwrap();
+    assert!(params.remove("negative").is_some());
+    let mut old: Cmaes = serde_json::from_value(json).unwrap();
+    assert!(old.params.negative.is_empty());
+    assert!(es.params.negative.iter().all(|w| *w < 0.0));
+    // The same generation told to both: the mean and step size move alike (they use only the
+    // positive weights), the covariance differs by the active update alone.
+    tell_all(&mut es, &points, sphere);
+    tell_all(&mut old, &points, sphere);
+    assert_eq!(old.mean(), es.mean());
+    assert_eq!(old.sigma(), es.sigma());
+    assert_ne!(old.cov, es.cov);
+    let sum: f64 = es.params.negative.iter().sum();
+    assert!(sum < -0.5 && sum > -2.0, "negative weights sum to {sum}");
 }
 
 #[test]
