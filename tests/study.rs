@@ -348,8 +348,11 @@ fn mergesearch(args: &[&str]) -> std::process::Output {
 fn sweep_eval_best_and_export_work_from_the_command_line() {
     let tmp = TempDir::new("study", "cli");
     let (base, experts) = models(&tmp);
+    // The evaluator reports a standard error too, which `best` shows.
+    let score = SCORE_BY_PYTHON.replace("}}))", "}, 'stderr': {'loss': 0.0625}}))");
+    assert_ne!(score, SCORE_BY_PYTHON);
     let text = format!(
-        "{}\n[merge]\nmethod = \"ties\"\nfixed = {{ density = 0.5 }}\n[[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n{SCORE_BY_PYTHON}\n[budget]\ntrials = 4\nbatch = 2\n",
+        "{}\n[merge]\nmethod = \"ties\"\nfixed = {{ density = 0.5 }}\n[[params]]\nname = \"weight\"\nlow = 0.0\nhigh = 1.0\n{score}\n[budget]\ntrials = 4\nbatch = 2\n",
         models_table(&base, &experts)
     );
     let space = write(tmp.path(), "space.toml", &text);
@@ -426,9 +429,13 @@ fn sweep_eval_best_and_export_work_from_the_command_line() {
         .into_iter()
         .max_by(|a, b| a.scalar.partial_cmp(&b.scalar).unwrap())
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("best trial {} parameters", best.id)));
+    let loss = &best.scores["loss"];
+    assert_eq!(loss.stderr, Some(0.0625));
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains(&format!("best trial {} parameters", best.id))
+        stdout.contains(&format!("loss={:.4}±0.0625", loss.value)),
+        "{stdout}"
     );
 
     let exported = tmp.join("exported");

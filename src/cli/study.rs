@@ -194,7 +194,8 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
     Ok(summary)
 }
 
-/// Prints the best trials of the run in `dir`, best first.
+/// Prints the best trials of the run in `dir`, best first, each score with its standard error
+/// where the evaluator reported one.
 pub fn best(dir: &Path, top: usize) -> anyhow::Result<()> {
     let trials = read_journal(dir)?;
     if trials.is_empty() {
@@ -218,7 +219,10 @@ pub fn best(dir: &Path, top: usize) -> anyhow::Result<()> {
             .scores
             .iter()
             .take(12)
-            .map(|(k, s)| format!("{k}={:.4}", s.value))
+            .map(|(k, s)| match s.stderr {
+                Some(e) => format!("{k}={:.4}±{e:.4}", s.value),
+                None => format!("{k}={:.4}", s.value),
+            })
             .collect();
         println!(
             "trial {:>4}  scalar {:.4}  {}",
