@@ -469,6 +469,8 @@ fn the_command_line_learns_exports_seeds_a_search_and_compares_optimizers() {
         "0,1",
         "--budget",
         "3",
+        "--rescore-top",
+        "2",
         "--out",
         compared.to_str().unwrap(),
     ]));
@@ -483,8 +485,22 @@ fn the_command_line_learns_exports_seeds_a_search_and_compares_optimizers() {
     assert_eq!(rows.len(), 2 + 4, "{table}");
     for row in rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        let best: f64 = cells[2].parse().unwrap_or_else(|_| panic!("{row}"));
-        assert!((0.0..=1.0).contains(&best), "{row}");
+        // A run's row has its seed after the optimizer; a median's row does not.
+        let per_run = cells.len() == 12;
+        assert!(per_run || cells.len() == 11, "{row}");
+        let first = if per_run { 3 } else { 2 };
+        let number =
+            |k: usize| -> f64 { cells[first + k].parse().unwrap_or_else(|_| panic!("{row}")) };
+        let (best, test, gap) = (number(0), number(1), number(2));
+        let (rescored_test, rescored_gap) = (number(3), number(4));
+        for accuracy in [best, test, rescored_test] {
+            assert!((0.0..=1.0).contains(&accuracy), "{row}");
+        }
+        // Gaps are validation minus test; a median's gap is the median of the runs' gaps.
+        assert!(gap.abs() < 1.0 && rescored_gap.abs() < 1.0, "{row}");
+        if per_run {
+            assert!((gap - (best - test)).abs() < 2e-4, "{row}");
+        }
     }
     assert_eq!(
         read_journal(&compared.join("optimizer=sobol,seed=1"))

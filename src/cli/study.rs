@@ -13,7 +13,9 @@ use crate::interrupt;
 use crate::optim::{AnyOptimizer, Cmaes, CmaesOptions, by_name};
 use crate::record::{Status, TrialRecord, read_journal};
 use crate::space::Space;
-use crate::study::{RunOptions, RunSummary, Scalarizer, TrialRunner, best_trial, run as run_study};
+use crate::study::{
+    RunOptions, RunSummary, Scalarizer, TrialRunner, best_trial, ranked_trials, run as run_study,
+};
 
 /// What `mergesearch run` was asked.
 #[derive(Debug, Clone, clap::Args)]
@@ -201,13 +203,7 @@ pub fn best(dir: &Path, top: usize) -> anyhow::Result<()> {
     if trials.is_empty() {
         bail!("{} holds no finished trial", dir.display());
     }
-    let mut ok: Vec<&TrialRecord> = trials.iter().filter(|t| t.status == Status::Ok).collect();
-    ok.sort_by(|a, b| {
-        b.scalar
-            .partial_cmp(&a.scalar)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.id.cmp(&b.id))
-    });
+    let ok = ranked_trials(&trials);
     let failed = trials.len() - ok.len();
     println!(
         "{}: {} trials, {failed} failed",

@@ -149,6 +149,18 @@ pub fn best_trial(trials: &[TrialRecord]) -> Option<&TrialRecord> {
         })
 }
 
+/// The successful trials, highest scalar score first (lower ids first on ties).
+pub fn ranked_trials(trials: &[TrialRecord]) -> Vec<&TrialRecord> {
+    let mut ok: Vec<&TrialRecord> = trials.iter().filter(|t| t.status == Status::Ok).collect();
+    ok.sort_by(|a, b| {
+        b.scalar
+            .partial_cmp(&a.scalar)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.id.cmp(&b.id))
+    });
+    ok
+}
+
 /// Runs (or resumes) the study of `space` on `device` with the evaluators the space declares.
 /// `make_optimizer` builds a fresh optimizer for the space's dimension; `stop` is polled between
 /// trials.
