@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::demo::zoo_of;
+use super::rescore::{rescore_top, trial_accuracy};
 use super::sweep::{Axis, GridRun, run_grid};
 use super::{load_space, progress_bar};
 use crate::device::DeviceSpec;
 use crate::eval::Objective;
 use crate::pareto::{hypervolume, reference_point};
 use crate::record::{RUN_FILE, RunInfo, TrialRecord, front, objective_points, read_json};
-use crate::study::{PREDICTED_SCALAR, ranked_trials};
+use crate::study::PREDICTED_SCALAR;
 use crate::zoo::baselines::Baselines;
 use crate::zoo::tasks::Split;
 
@@ -138,38 +139,28 @@ fn heldout_scores(args: &CompareArgs, runs: &[GridRun]) -> anyhow::Result<Vec<Op
     let device = args.device.open()?;
     crate::with_backend!(device, |B, device| {
         let baselines = Baselines::<B>::open(&zoo, &models.granularity, &device)?;
-        let mean_accuracy = |trial: &TrialRecord, split: Split| -> anyhow::Result<f64> {
-            let plan = space
-                .decode(&trial.point)?
-                .plan
-                .context("a zoo space decodes to a merge")?;
-            let scores = baselines.score(&plan, split)?;
-            Ok(scores.iter().map(|s| s.accuracy).sum::<f64>() / scores.len() as f64)
-        };
+        let accuracy =
+            |trial: &TrialRecord, split| trial_accuracy(&space, &baselines, trial, split);
         let progress = progress_bar("held-out scores", "scorings");
         progress.set_length((runs.len() * (args.rescore_top + 2)) as u64);
         let heldout = runs
             .iter()
             .map(|run| {
-                let ranked = ranked_trials(&run.summary.trials);
-                let Some(best) = ranked.first() else {
+                let Some(best) = run.summary.best() else {
                     return Ok(None);
                 };
-                let test = mean_accuracy(best, Split::Test)?;
+                let test = accuracy(best, Split::Test)?;
                 progress.inc(1);
-                let mut rescored: Option<(&TrialRecord, f64)> = None;
-                for trial in ranked.iter().take(args.rescore_top) {
-                    let validation = mean_accuracy(trial, Split::Validation)?;
-                    progress.inc(1);
-                    if rescored.is_none_or(|(_, v)| validation > v) {
-                        rescored = Some((trial, validation));
-                    }
-                }
-                let rescored = match rescored {
-                    Some((trial, validation)) if trial.id == best.id => Some((validation, test)),
-                    Some((trial, validation)) => {
-                        Some((validation, mean_accuracy(trial, Split::Test)?))
-                    }
+                let chosen = rescore_top(
+                    &space,
+                    &baselines,
+                    &run.summary.trials,
+                    args.rescore_top,
+                    || progress.inc(1),
+                )?;
+                let rescored = match chosen {
+                    Some(c) if c.trial.id == best.id => Some((c.validation, test)),
+                    Some(c) => Some((c.validation, accuracy(c.trial, Split::Test)?)),
                     None => None,
                 };
                 progress.inc(1);

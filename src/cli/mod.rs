@@ -10,6 +10,7 @@ mod export;
 mod front;
 mod inspect;
 mod merge_config;
+mod rescore;
 mod study;
 mod sweep;
 mod zoo;

@@ -222,7 +222,8 @@ impl<B: Backend> Baselines<B> {
     }
 }
 
-fn mean_accuracy(scores: &[TaskScores]) -> f64 {
+/// The mean accuracy over the tasks (0 for no task).
+pub fn mean_accuracy(scores: &[TaskScores]) -> f64 {
     scores.iter().map(|s| s.accuracy).sum::<f64>() / scores.len().max(1) as f64
 }
 
