@@ -10,8 +10,8 @@
 //! adaptation, rank-one plus rank-μ covariance update with the `h_σ` stall of the rank-one path,
 //! active CMA (the `λ - μ` worse successes enter the rank-μ update with negative weights, which
 //! learns ill-conditioned problems about a quarter faster: 10-D ellipsoid 5,400 → 3,900
-//! evaluations, Rosenbrock 6,000 → 5,100, as pycma does by default), and an eigendecomposition of `C` (by [Jacobi](super::eigen)) only every
-//! `λ / ((c_1 + c_μ) n 10)` evaluations. Above [`CovarianceModel::AUTO_SEPARABLE_ABOVE`]
+//! evaluations, Rosenbrock 6,000 → 5,100, as pycma does by default), and an eigendecomposition
+//! of `C` (by [Jacobi](super::eigen)) only every `λ / ((c_1 + c_μ) n 10)` evaluations. Above [`CovarianceModel::AUTO_SEPARABLE_ABOVE`]
 //! dimensions, or when asked, it runs sep-CMA-ES (Ros and Hansen 2008): a diagonal covariance
 //! matrix with its learning rates raised by `(n + 2) / 3`, linear rather than cubic in cost.
 //!

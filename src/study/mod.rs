@@ -140,13 +140,7 @@ impl RunSummary {
 
 /// The successful trial with the highest scalar score (the lowest id on ties).
 pub fn best_trial(trials: &[TrialRecord]) -> Option<&TrialRecord> {
-    trials
-        .iter()
-        .filter(|t| t.status == Status::Ok)
-        .fold(None, |best: Option<&TrialRecord>, t| match best {
-            Some(b) if b.scalar >= t.scalar => Some(b),
-            _ => Some(t),
-        })
+    ranked_trials(trials).into_iter().next()
 }
 
 /// The successful trials, highest scalar score first (lower ids first on ties).
