@@ -53,6 +53,7 @@ fn evaluate_with(
         seed: 100 + id,
         params: &params,
         candidate,
+        items: None,
     })
 }
 

@@ -500,6 +500,7 @@ fn a_panic_or_a_nan_in_process_fails_that_trial_and_the_journal_reads_back() {
         &options,
         || make_optimizer("random", &space),
         &build,
+        None,
         &Default::default(),
         &ProgressBar::hidden(),
         &AtomicBool::new(false),

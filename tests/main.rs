@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod eval;
 mod faults;
+mod fidelity;
 #[cfg(feature = "wgpu")]
 mod gpu_kernels;
 mod methods;

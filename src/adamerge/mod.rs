@@ -337,6 +337,8 @@ pub fn adamerge<B: AutodiffBackend>(
             finished: now(),
             error: None,
             predicted: None,
+            items: None,
+            rungs: Vec::new(),
         }
         .with_finite_values())
     };

@@ -23,6 +23,7 @@ use crate::device::DeviceSpec;
 use crate::eval::Objective;
 use crate::pareto::{hypervolume, reference_point};
 use crate::record::{RUN_FILE, RunInfo, TrialRecord, front, objective_points, read_json};
+use crate::space::DEFAULT_REDUCTION;
 use crate::study::PREDICTED_SCALAR;
 use crate::zoo::baselines::Baselines;
 use crate::zoo::tasks::Split;
@@ -58,7 +59,21 @@ pub struct CompareArgs {
     /// and report the test score of the one best there (0: do not).
     #[arg(long, default_value_t = 5)]
     pub rescore_top: usize,
+    /// The fidelity rungs (items per task) of optimizers named with `+sh` (successive halving,
+    /// e.g. `cmaes+sh`), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "25,100,400")]
+    pub fidelity: Vec<usize>,
+    /// The reduction factor of `+sh` optimizers: a third of each rung goes on by default.
+    #[arg(long, default_value_t = DEFAULT_REDUCTION)]
+    pub reduction: f64,
+    /// Give every run the same evaluation cost instead of the same number of trials: this many
+    /// items scored in all (over every trial and rung), so that `+sh` runs compare at equal cost.
+    #[arg(long)]
+    pub cost_items: Option<u64>,
 }
+
+/// The suffix of an optimizer run with successive halving over `--fidelity`.
+const HALVING: &str = "+sh";
 
 /// A zoo run's held-out numbers (mean accuracy over the tasks).
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +89,9 @@ struct Heldout {
 struct Measured {
     optimizer: String,
     seed: String,
+    /// Trials and items scored.
+    trials: usize,
+    items: Option<u64>,
     best: f64,
     heldout: Option<Heldout>,
     hypervolume: f64,
@@ -84,32 +102,56 @@ struct Measured {
 
 /// Runs the comparison and prints (and writes `compare.md` in `out`) its tables.
 pub fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    let axes = [
-        Axis {
-            key: "optimizer".into(),
-            values: args.optimizers.clone(),
-        },
-        Axis {
+    let mut runs = Vec::new();
+    for optimizer in &args.optimizers {
+        let (name, halving) = match optimizer.strip_suffix(HALVING) {
+            Some(name) => (name, true),
+            None => (optimizer.as_str(), false),
+        };
+        let axis = |key: &str, value: String| Axis {
+            key: key.into(),
+            values: vec![value],
+        };
+        let mut axes = Vec::new();
+        if halving {
+            let items: Vec<String> = args.fidelity.iter().map(usize::to_string).collect();
+            axes.push(axis("fidelity.items", format!("[{}]", items.join(","))));
+            axes.push(axis("fidelity.reduction", format!("{:?}", args.reduction)));
+        }
+        if let Some(items) = args.cost_items {
+            axes.push(axis("budget.items", items.to_string()));
+        }
+        axes.push(axis("optimizer", name.to_string()));
+        axes.push(Axis {
             key: "seed".into(),
             values: args.seeds.iter().map(u64::to_string).collect(),
-        },
-    ];
-    let runs = run_grid(
-        &args.space,
-        &axes,
-        "cmaes",
-        &args.out,
-        args.device,
-        args.workers,
-        Some(args.budget),
-    )?;
+        });
+        // With a cost budget the number of trials is whatever the cost allows.
+        let trials = if args.cost_items.is_some() {
+            i64::MAX as usize
+        } else {
+            args.budget
+        };
+        let grid = run_grid(
+            &args.space,
+            &axes,
+            "cmaes",
+            &args.out,
+            args.device,
+            args.workers,
+            Some(trials),
+        )?;
+        runs.extend(grid.into_iter().map(|run| (optimizer.clone(), run)));
+    }
+    let (labels, runs): (Vec<String>, Vec<GridRun>) = runs.into_iter().unzip();
     let info: RunInfo = read_json(&runs[0].dir.join(RUN_FILE))?;
     let reference = shared_reference(&runs, &info.objectives)?;
     let heldout = heldout_scores(args, &runs)?;
     let measured: Vec<Measured> = runs
         .iter()
         .zip(heldout)
-        .map(|(run, heldout)| measure(run, heldout, &info.objectives, &reference))
+        .zip(labels)
+        .map(|((run, heldout), label)| measure(run, label, heldout, &info.objectives, &reference))
         .collect::<anyhow::Result<_>>()?;
     let report = report(args, &info.objectives, &reference, &measured);
     print!("{report}");
@@ -175,6 +217,7 @@ fn heldout_scores(args: &CompareArgs, runs: &[GridRun]) -> anyhow::Result<Vec<Op
 /// One run's numbers.
 fn measure(
     run: &GridRun,
+    optimizer: String,
     heldout: Option<Heldout>,
     objectives: &[Objective],
     reference: &[f64],
@@ -211,8 +254,10 @@ fn measure(
         })
         .collect();
     Ok(Measured {
-        optimizer: setting("optimizer"),
+        optimizer,
         seed: setting("seed"),
+        trials: trials.len(),
+        items: trials.iter().map(|t| t.items).sum(),
         best: run
             .summary
             .best()
@@ -263,7 +308,7 @@ fn volume(value: f64) -> String {
 }
 
 /// The report's columns after the optimizer (and seed).
-const COLUMNS: &str = "best scalar (validation) | its test score | gap | rescored: test score | rescored: gap | hypervolume | surrogate error | seconds";
+const COLUMNS: &str = "best scalar (validation) | its test score | gap | rescored: test score | rescored: gap | hypervolume | surrogate error | trials | items scored | seconds";
 
 impl Measured {
     fn test(&self) -> Option<f64> {
@@ -285,11 +330,16 @@ fn report(
 ) -> String {
     let mut out = String::new();
     let names: Vec<&str> = objectives.iter().map(|o| o.name.as_str()).collect();
+    let budget = match args.cost_items {
+        Some(items) => {
+            format!("{items} items scored per run (the batch that reaches it completes)")
+        }
+        None => format!("{} trials per run", args.budget),
+    };
     let _ = writeln!(
         out,
-        "{}: {} trials per run, seeds {:?}; medians over seeds.\n\nHypervolume: of each run's front over {} objectives ({}), against one reference point for all runs (the worst value over all runs minus 10% of the range, per objective).\n",
+        "{}: {budget}, seeds {:?}; medians over seeds.\n\nHypervolume: of each run's front over {} objectives ({}), against one reference point for all runs (the worst value over all runs minus 10% of the range, per objective).\n",
         args.space.display(),
-        args.budget,
         args.seeds,
         names.len(),
         names.join(", "),
@@ -301,7 +351,18 @@ fn report(
             args.rescore_top
         );
     }
-    let _ = writeln!(out, "| optimizer | {COLUMNS} |\n|---|{}", "---:|".repeat(8));
+    if args.optimizers.iter().any(|o| o.ends_with(HALVING)) {
+        let _ = writeln!(
+            out,
+            "`{HALVING}`: successive halving within each batch over rungs of {:?} items per task, the best 1/{} of a rung going on to the next; its best scalar is the best at the highest rung.\n",
+            args.fidelity, args.reduction
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| optimizer | {COLUMNS} |\n|---|{}",
+        "---:|".repeat(10)
+    );
     let mut by_optimizer: BTreeMap<&str, Vec<&Measured>> = BTreeMap::new();
     for m in measured {
         by_optimizer.entry(&m.optimizer).or_default().push(m);
@@ -316,7 +377,7 @@ fn report(
         };
         let _ = writeln!(
             out,
-            "| {optimizer} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {optimizer} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(med(&|m| Some(m.best)), 4),
             cell(med(&|m| m.test()), 4),
             cell(med(&|m| Some(m.best - m.test()?)), 4),
@@ -324,18 +385,20 @@ fn report(
             cell(med(&|m| m.rescored().map(|(v, t)| v - t)), 4),
             med(&|m| Some(m.hypervolume)).map_or_else(|| "—".into(), volume),
             cell(med(&|m| m.surrogate_error), 4),
+            cell(med(&|m| Some(m.trials as f64)), 0),
+            cell(med(&|m| m.items.map(|i| i as f64)), 0),
             cell(med(&|m| Some(m.seconds)), 0),
         );
     }
     let _ = writeln!(
         out,
         "\nSurrogate error: mean absolute difference between the score the optimizer's model predicted when it proposed a trial and the score measured (model-based optimizers only).\n\n| optimizer | seed | {COLUMNS} |\n|---|---:|{}",
-        "---:|".repeat(8)
+        "---:|".repeat(10)
     );
     for m in measured {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             m.optimizer,
             m.seed,
             cell(Some(m.best), 4),
@@ -345,6 +408,8 @@ fn report(
             cell(m.rescored().map(|(v, t)| v - t), 4),
             volume(m.hypervolume),
             cell(m.surrogate_error, 4),
+            m.trials,
+            m.items.map_or_else(|| "—".into(), |i| i.to_string()),
             cell(Some(m.seconds), 0),
         );
     }

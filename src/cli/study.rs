@@ -14,7 +14,8 @@ use crate::optim::{AnyOptimizer, Cmaes, CmaesOptions, by_name};
 use crate::record::{Status, TrialRecord, read_journal};
 use crate::space::Space;
 use crate::study::{
-    RunOptions, RunSummary, Scalarizer, TrialRunner, best_trial, ranked_trials, run as run_study,
+    HeldoutScore, RunOptions, RunSummary, Scalarizer, TrialAt, TrialRunner, best_trial,
+    ranked_trials, read_heldout, run as run_study,
 };
 
 /// What `mergesearch run` was asked.
@@ -196,8 +197,9 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
     Ok(summary)
 }
 
-/// Prints the best trials of the run in `dir`, best first, each score with its standard error
-/// where the evaluator reported one.
+/// Prints the best trials of the run in `dir`, best first (see [`ranked_trials`]), each score
+/// with its standard error where the evaluator reported one, the items scored and, with
+/// fidelity rungs, the rung; then the chosen trial's held-out score when the run has one.
 pub fn best(dir: &Path, top: usize) -> anyhow::Result<()> {
     let trials = read_journal(dir)?;
     if trials.is_empty() {
@@ -220,8 +222,17 @@ pub fn best(dir: &Path, top: usize) -> anyhow::Result<()> {
                 None => format!("{k}={:.4}", s.value),
             })
             .collect();
+        let items = t.items.map_or(String::new(), |n| format!("  {n} items"));
+        let rung = match t.rungs.last() {
+            Some(r) => format!(
+                " (rung {}: {} per task)",
+                t.rungs.len() - 1,
+                r.items_per_task
+            ),
+            None => String::new(),
+        };
         println!(
-            "trial {:>4}  scalar {:.4}  {}",
+            "trial {:>4}  scalar {:.4}{items}{rung}  {}",
             t.id,
             t.scalar.unwrap_or(f64::NAN),
             scores.join(" ")
@@ -234,7 +245,26 @@ pub fn best(dir: &Path, top: usize) -> anyhow::Result<()> {
             serde_json::Value::Object(b.params.clone())
         );
     }
+    if let Some(heldout) = read_heldout(dir)? {
+        println!("{}", describe_heldout(&heldout));
+    }
     Ok(())
+}
+
+/// One line on a held-out score.
+fn describe_heldout(h: &HeldoutScore) -> String {
+    match (&h.error, h.scalar) {
+        (None, Some(scalar)) => format!(
+            "held-out score of trial {} (scored once, after the search, never used to choose): scalar {scalar:.4} (search: {:.4})",
+            h.trial,
+            h.search_scalar.unwrap_or(f64::NAN)
+        ),
+        (error, _) => format!(
+            "held-out scoring of trial {} failed: {}",
+            h.trial,
+            error.as_deref().unwrap_or("no scalar score")
+        ),
+    }
 }
 
 /// Evaluates one point (or named parameters) of a space and prints a JSON object.
@@ -322,6 +352,9 @@ pub fn print_summary(summary: &RunSummary) {
             best.scalar.unwrap_or(f64::NAN)
         );
     }
+    if let Some(heldout) = &summary.heldout {
+        println!("{}", describe_heldout(heldout));
+    }
 }
 
 /// Runs one trial of `space` at `point`, outside any run.
@@ -349,5 +382,10 @@ fn eval_point<B: Backend>(
         }
     })?;
     let mut runner = TrialRunner::new(space, merger.as_ref(), &scalarizer, &build, evaluators);
-    Ok(runner.run(0, 0, point))
+    Ok(runner.run(TrialAt {
+        id: 0,
+        generation: 0,
+        point,
+        items: None,
+    }))
 }

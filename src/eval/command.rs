@@ -52,6 +52,7 @@ impl CommandEvaluator {
             .map(|m| m.path().display().to_string())
             .unwrap_or_default();
         let (id, seed) = (trial.id.to_string(), trial.seed.to_string());
+        let items = trial.items.map(|n| n.to_string()).unwrap_or_default();
         let argv = substitute(
             &self.config.argv,
             &[
@@ -59,6 +60,7 @@ impl CommandEvaluator {
                 ("params_json", &params),
                 ("trial_id", &id),
                 ("seed", &seed),
+                ("items", &items),
             ],
         );
         let mut process = Process::spawn(&argv, &self.config.env, false)?;
@@ -113,6 +115,10 @@ impl<B: Backend> Evaluator<B> for CommandEvaluator {
 
     fn objectives(&self) -> &[Objective] {
         &self.objectives
+    }
+
+    fn takes_items(&self) -> bool {
+        self.config.uses("items")
     }
 
     fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome {

@@ -117,6 +117,10 @@ pub struct Trial<'a, B: Backend> {
     pub params: &'a serde_json::Map<String, serde_json::Value>,
     /// The merged model, when the search space has models.
     pub candidate: Option<&'a Candidate<B>>,
+    /// Items per task to score at this trial's fidelity rung (see [`crate::space::Fidelity`]);
+    /// `None`: the evaluator's own setting. Only evaluators whose [`Evaluator::takes_items`]
+    /// is true are given one.
+    pub items: Option<usize>,
 }
 
 /// Scores candidates: named objectives out, each with a direction and, where it can be
@@ -131,6 +135,12 @@ pub trait Evaluator<B: Backend>: Send {
 
     /// The objectives every successful evaluation reports.
     fn objectives(&self) -> &[Objective];
+
+    /// Whether the evaluator scores the number of items per task that [`Trial::items`] asks
+    /// for, so that it can serve a space's fidelity rungs.
+    fn takes_items(&self) -> bool {
+        false
+    }
 
     /// Scores one trial.
     fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome;

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::EvalConfigError;
 use super::evaluator::{Cost, Direction, Evaluation, Failure, Objective, Outcome, Score};
 
-/// Placeholders an argv template may use.
-pub const PLACEHOLDERS: [&str; 4] = ["model_dir", "params_json", "trial_id", "seed"];
+/// Placeholders an argv template may use (`items`: the fidelity rung's items per task, empty
+/// when the trial asks for no particular number).
+pub const PLACEHOLDERS: [&str; 5] = ["model_dir", "params_json", "trial_id", "seed", "items"];
 
 /// An external evaluator's table (`kind = "command"` or `kind = "worker"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

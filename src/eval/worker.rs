@@ -59,6 +59,7 @@ impl WorkerEvaluator {
             "seed": trial.seed,
             "params": trial.params,
             "model_dir": model.as_ref().map(|m| m.path().display().to_string()),
+            "items": trial.items,
         });
         if self.process.is_none() {
             self.process = Some(Process::spawn(&self.argv, &self.config.env, true)?);
@@ -119,6 +120,12 @@ impl<B: Backend> Evaluator<B> for WorkerEvaluator {
 
     fn objectives(&self) -> &[Objective] {
         &self.objectives
+    }
+
+    /// The request carries `items` (null when the trial asks for no particular number): a
+    /// worker program that serves fidelity rungs scores that many items per task.
+    fn takes_items(&self) -> bool {
+        true
     }
 
     fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome {

@@ -106,13 +106,27 @@ fn default_metrics() -> Vec<Metric> {
 pub struct ZooEvaluator<B: Backend> {
     name: String,
     scorer: ZooScorer<B>,
-    /// For each zoo task: the items scored (empty for tasks not selected).
-    items: Vec<Vec<usize>>,
-    /// The selected tasks: zoo index, name and subset.
-    selected: Vec<(usize, String, Subset)>,
+    /// The selected tasks: zoo index and name.
+    selected: Vec<(usize, String)>,
+    /// The items scored when a trial asks for no size: the configured subset or whole split.
+    own: Draw,
+    /// How subsets of other sizes (fidelity rungs) are drawn: the configured subset's seed and
+    /// strategy, else stratified with seed 0.
+    spec: SubsetSpec,
+    /// The drawn subsets by items per task, drawn on first use.
+    rungs: BTreeMap<usize, Draw>,
+    /// The anchors' panel features per zoo task, for anchor subsets.
+    panel: Option<Vec<Vec<Vec<f32>>>>,
     metrics: Vec<Metric>,
     stderr_estimated: bool,
     objectives: Vec<Objective>,
+}
+
+/// The subsets scored for one size: per selected task its subset, and per zoo task the items
+/// (empty for tasks not selected), as the scorer takes them.
+struct Draw {
+    subsets: Vec<Subset>,
+    items: Vec<Vec<usize>>,
 }
 
 impl<B: Backend> ZooEvaluator<B> {
@@ -164,22 +178,17 @@ impl<B: Backend> ZooEvaluator<B> {
                     format!("names {task:?}, which the zoo does not have (it has {names:?})"),
                 )
             })?;
-            let data = &scorer.datasets()[index];
-            let subset = match &config.subset {
-                None => Subset::all(data.len()),
-                Some(spec) => Subset::draw(spec, task, &data.labels, || {
-                    panel.as_ref().expect("anchors have a panel")[index].clone()
-                }),
-            };
-            selected.push((index, task.clone(), subset));
+            selected.push((index, task.clone()));
         }
-        let mut items = vec![Vec::new(); names.len()];
-        for (index, _, subset) in &selected {
-            items[*index] = subset.items.clone();
-        }
+        let spec = config.subset.unwrap_or(SubsetSpec {
+            size: usize::MAX,
+            seed: 0,
+            strategy: Strategy::Stratified,
+        });
+        let own = draw(&scorer, &selected, &spec, panel.as_ref());
         let mut objectives = Vec::new();
         for metric in &config.metrics {
-            for (_, task, _) in &selected {
+            for (_, task) in &selected {
                 objectives.push(Objective::new(
                     format!("{task}/{}", metric.name()),
                     metric.direction(),
@@ -193,8 +202,11 @@ impl<B: Backend> ZooEvaluator<B> {
         Ok(ZooEvaluator {
             name,
             scorer,
-            items,
             selected,
+            own,
+            spec,
+            rungs: BTreeMap::new(),
+            panel,
             metrics: config.metrics.clone(),
             stderr_estimated: config
                 .subset
@@ -203,15 +215,39 @@ impl<B: Backend> ZooEvaluator<B> {
         })
     }
 
-    /// Every objective's score for `candidate`.
+    /// Every objective's score for `candidate` on the evaluator's own items.
     pub fn score(&self, candidate: &Candidate<B>) -> Result<BTreeMap<String, Score>, ZooError> {
+        self.score_draw(candidate, &self.own)
+    }
+
+    /// Draws the subsets of `size` items per task unless drawn already.
+    fn prepare(&mut self, size: Option<usize>) {
+        if let Some(size) = size
+            && !self.rungs.contains_key(&size)
+        {
+            let spec = SubsetSpec { size, ..self.spec };
+            let drawn = draw(&self.scorer, &self.selected, &spec, self.panel.as_ref());
+            self.rungs.insert(size, drawn);
+        }
+    }
+
+    /// The items scored for `size` items per task (`None`: the evaluator's own), once prepared.
+    fn draw_for(&self, size: Option<usize>) -> &Draw {
+        size.map_or(&self.own, |size| &self.rungs[&size])
+    }
+
+    fn score_draw(
+        &self,
+        candidate: &Candidate<B>,
+        draw: &Draw,
+    ) -> Result<BTreeMap<String, Score>, ZooError> {
         let scored = self
             .scorer
-            .score_items(candidate.tensors.clone(), &self.items)?;
+            .score_items(candidate.tensors.clone(), &draw.items)?;
         let mut scores = BTreeMap::new();
         for metric in &self.metrics {
             let (mut total, mut variance) = (0.0, 0.0);
-            for (index, task, subset) in &self.selected {
+            for ((index, task), subset) in self.selected.iter().zip(&draw.subsets) {
                 let (value, stderr) = subset.estimate(&metric.values(&scored[*index]));
                 let stderr = stderr.filter(|_| self.stderr_estimated);
                 total += value;
@@ -232,8 +268,41 @@ impl<B: Backend> ZooEvaluator<B> {
 
     /// Items scored per candidate, over all selected tasks.
     pub fn items_per_candidate(&self) -> u64 {
-        self.selected.iter().map(|(_, _, s)| s.len() as u64).sum()
+        self.own.items_scored()
     }
+}
+
+impl Draw {
+    fn items_scored(&self) -> u64 {
+        self.subsets.iter().map(|s| s.len() as u64).sum()
+    }
+}
+
+/// The subsets `spec` describes for the selected tasks (the whole split where it has fewer
+/// items than `spec.size`).
+fn draw<B: Backend>(
+    scorer: &ZooScorer<B>,
+    selected: &[(usize, String)],
+    spec: &SubsetSpec,
+    panel: Option<&Vec<Vec<Vec<f32>>>>,
+) -> Draw {
+    let mut items = vec![Vec::new(); scorer.datasets().len()];
+    let subsets = selected
+        .iter()
+        .map(|(index, task)| {
+            let data = &scorer.datasets()[*index];
+            let subset = if spec.size >= data.len() {
+                Subset::all(data.len())
+            } else {
+                Subset::draw(spec, task, &data.labels, || {
+                    panel.expect("anchors have a panel")[*index].clone()
+                })
+            };
+            items[*index] = subset.items.clone();
+            subset
+        })
+        .collect();
+    Draw { subsets, items }
 }
 
 impl<B: Backend> Evaluator<B> for ZooEvaluator<B> {
@@ -243,6 +312,10 @@ impl<B: Backend> Evaluator<B> for ZooEvaluator<B> {
 
     fn objectives(&self) -> &[Objective] {
         &self.objectives
+    }
+
+    fn takes_items(&self) -> bool {
+        true
     }
 
     fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome {
@@ -257,12 +330,18 @@ impl<B: Backend> Evaluator<B> for ZooEvaluator<B> {
                 "the trial has no merged model (the zoo evaluator needs the zoo's models)"
                     .to_string(),
             ),
-            Some(candidate) => self.score(candidate).map_err(|e| e.to_string()),
+            Some(candidate) => {
+                self.prepare(trial.items);
+                let draw = self.draw_for(trial.items);
+                self.score_draw(candidate, draw)
+                    .map(|scores| (scores, draw.items_scored()))
+                    .map_err(|e| e.to_string())
+            }
         };
         match result {
-            Ok(scores) => Ok(Evaluation {
+            Ok((scores, items)) => Ok(Evaluation {
                 scores,
-                cost: cost(Some(self.items_per_candidate())),
+                cost: cost(Some(items)),
             }),
             Err(reason) => Err(Failure {
                 reason: format!("{}: {reason}", self.name),

@@ -597,10 +597,11 @@ impl Cmaes {
             return;
         }
 
-        // Successes by value, then failures in the order asked.
+        // Successes by fidelity rung (highest first: successive halving's verdict) and then by
+        // value, then failures in the order asked.
         let mut order: Vec<usize> = (0..told).collect();
         order.sort_by(|&a, &b| match (values[a], values[b]) {
-            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(x), Some(y)) => results[b].rung.cmp(&results[a].rung).then(x.total_cmp(&y)),
             (x, y) => x.is_none().cmp(&y.is_none()),
         });
         let selected = &order[..p.mu];

@@ -66,6 +66,11 @@ pub struct Told {
     /// use these; with one objective it is `[value]` up to the scalarization's weight.
     #[serde(default)]
     pub objectives: Option<Vec<f64>>,
+    /// The highest fidelity rung the point was scored at (0 without rungs): the values come
+    /// from that rung. A point promoted further was judged better at every rung below, so
+    /// rank-based optimizers (CMA-ES) rank higher rungs first.
+    #[serde(default)]
+    pub rung: usize,
 }
 
 impl Told {
@@ -75,6 +80,7 @@ impl Told {
             point,
             value,
             objectives: value.map(|v| vec![v]),
+            rung: 0,
         }
     }
 }

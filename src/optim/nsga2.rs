@@ -279,6 +279,7 @@ impl Nsga2 {
                         value: objectives.first().copied(),
                         objectives: Some(objectives),
                         point,
+                        rung: 0,
                     }
                 })
                 .collect();

@@ -139,21 +139,25 @@ fn failed_trials_rank_below_every_success() {
             point: points[0].clone(),
             value: Some(1.0),
             objectives: Some(vec![1.0, 1.0]),
+            rung: 0,
         },
         Told {
             point: points[1].clone(),
             value: None,
             objectives: None,
+            rung: 0,
         },
         Told {
             point: points[2].clone(),
             value: Some(2.0),
             objectives: Some(vec![2.0, 2.0]),
+            rung: 0,
         },
         Told {
             point: points[3].clone(),
             value: Some(f64::NAN),
             objectives: Some(vec![f64::NAN, 0.0]),
+            rung: 0,
         },
     ];
     nsga2.tell(&results);
@@ -175,6 +179,7 @@ fn failed_trials_rank_below_every_success() {
             point: p.clone(),
             value: Some(0.0),
             objectives: Some(vec![0.0]),
+            rung: 0,
         })
         .collect();
     nsga2.tell(&failed);

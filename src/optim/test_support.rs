@@ -14,6 +14,7 @@ pub fn told(points: Vec<Vec<f64>>, f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<Told> 
                 value: Some(objectives[0]),
                 objectives: Some(objectives),
                 point,
+                rung: 0,
             }
         })
         .collect()

@@ -4,6 +4,7 @@
 //! run again on resume). Non-finite scores are never written (they would become `null`): a trial
 //! that reports one is recorded as failed, naming the objective.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -72,9 +73,10 @@ impl Journal {
     }
 }
 
-/// Every complete trial in the journal of `dir` (none if it does not exist), in file order. A
-/// final line without its newline (a write cut short) is skipped; a damaged line elsewhere is an
-/// error naming the line.
+/// Every complete trial in the journal of `dir` (none if it does not exist), in the order of
+/// their first lines; a trial written again (scored at a higher fidelity rung) is its last line.
+/// A final line without its newline (a write cut short) is skipped; a damaged line elsewhere is
+/// an error naming the line.
 pub fn read_journal(dir: &Path) -> Result<Vec<TrialRecord>, RecordError> {
     let path = dir.join(JOURNAL_FILE);
     let file = match File::open(&path) {
@@ -83,7 +85,8 @@ pub fn read_journal(dir: &Path) -> Result<Vec<TrialRecord>, RecordError> {
         Err(e) => return Err(RecordError::io(&path, e)),
     };
     let mut reader = BufReader::new(file);
-    let mut trials = Vec::new();
+    let mut trials: Vec<TrialRecord> = Vec::new();
+    let mut place: HashMap<u64, usize> = HashMap::new();
     let mut line = String::new();
     for number in 1.. {
         line.clear();
@@ -98,7 +101,14 @@ pub fn read_journal(dir: &Path) -> Result<Vec<TrialRecord>, RecordError> {
                 path: path.clone(),
                 reason: format!("line {number}: {e}"),
             })?;
-        trials.push(trial.with_finite_values());
+        let trial = trial.with_finite_values();
+        match place.get(&trial.id) {
+            Some(&at) => trials[at] = trial,
+            None => {
+                place.insert(trial.id, trials.len());
+                trials.push(trial);
+            }
+        }
     }
     Ok(trials)
 }

@@ -30,7 +30,7 @@ pub use parquet::{TRIALS_FILE, write_table, write_trials};
 pub use plot::{Axis as PlotAxis, scatter_svg};
 pub use run_info::{RUN_FILE, RunInfo, hash_inputs, read_json, write_json_atomic};
 pub(crate) use trial::number_or_nan;
-pub use trial::{Status, TrialRecord, now};
+pub use trial::{RungScores, Status, TrialRecord, now};
 
 /// Reading or writing a run's records failed.
 #[derive(Debug, thiserror::Error)]

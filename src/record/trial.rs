@@ -54,6 +54,28 @@ pub struct TrialRecord {
         deserialize_with = "finite_map"
     )]
     pub predicted: Option<BTreeMap<String, f64>>,
+    /// Items scored, over every evaluator and fidelity rung, when the evaluators count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
+    /// In a space with fidelity rungs, the trial's scores at each rung it reached, lowest
+    /// first; `scores` and `scalar` are those of the last. Empty without rungs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<RungScores>,
+}
+
+/// A trial's scores at one fidelity rung.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RungScores {
+    /// Items per task asked for at this rung.
+    pub items_per_task: usize,
+    /// Every score reported, by objective name.
+    pub scores: BTreeMap<String, Score>,
+    /// The weighted scalar score.
+    pub scalar: Option<f64>,
+    /// Items scored at this rung, when the evaluators count them.
+    pub items: Option<u64>,
+    /// Seconds spent in evaluators at this rung.
+    pub eval_seconds: f64,
 }
 
 impl TrialRecord {
@@ -170,6 +192,8 @@ mod tests {
             finished: 0.0,
             error: None,
             predicted: Some(BTreeMap::from([("scalar".to_string(), f64::NAN)])),
+            items: None,
+            rungs: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::fidelity::Fidelity;
 use super::param::{Domain, Scale};
 use super::{Dimension, Models, Searched, Space, SpaceError, group_names, labels};
 use crate::checkpoint::Granularity;
@@ -64,6 +65,13 @@ pub struct BudgetSpec {
     /// Failed trials in a row that stop the run (default 10; 0 never stops).
     #[serde(default)]
     pub max_failures: Option<usize>,
+    /// Items scored in all (over every trial, evaluator and fidelity rung) after which no new
+    /// batch starts: a budget in evaluation cost, for evaluators that count their items.
+    #[serde(default)]
+    pub items: Option<u64>,
+    /// Seconds spent in evaluators in all after which no new batch starts.
+    #[serde(default)]
+    pub eval_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,9 +88,13 @@ struct SpaceFile {
     #[serde(default)]
     params: Vec<ParamFile>,
     evaluators: Vec<EvaluatorConfig>,
+    #[serde(default)]
+    heldout: Vec<EvaluatorConfig>,
     objectives: Vec<ObjectiveSpec>,
     #[serde(default)]
     budget: BudgetSpec,
+    #[serde(default)]
+    fidelity: Option<Fidelity>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +203,22 @@ pub fn from_value(
             "budget",
             "trials, batch and workers must be at least 1".into(),
         ));
+    }
+    if spec.budget.items == Some(0) {
+        return Err(fail("budget.items", "must be at least 1".into()));
+    }
+    if let Some(s) = spec
+        .budget
+        .eval_seconds
+        .filter(|s| !(s.is_finite() && *s > 0.0))
+    {
+        return Err(fail(
+            "budget.eval_seconds",
+            format!("must be a positive number of seconds, not {s}"),
+        ));
+    }
+    if let Some((key, problem)) = spec.fidelity.as_ref().and_then(Fidelity::problem) {
+        return Err(fail(&format!("fidelity.{key}"), problem));
     }
     let models = match (&spec.models, &spec.merge) {
         (None, None) => None,
@@ -316,8 +344,10 @@ pub fn from_value(
         fixed,
         dimensions,
         evaluators: spec.evaluators,
+        heldout: spec.heldout,
         objectives: spec.objectives,
         budget: spec.budget,
+        fidelity: spec.fidelity.filter(|f| f.rungs() > 0),
         method_dimension,
         searched,
         resolved: raw,

@@ -6,6 +6,7 @@
 //! the structure "one weight per (expert, layer group)". Everything is checked at load: a space
 //! that loads decodes every point into a valid plan.
 
+mod fidelity;
 mod file;
 mod param;
 
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use serde_json::{Map, Value};
 
+pub use fidelity::{DEFAULT_REDUCTION, Fidelity};
 pub use file::{BudgetSpec, ObjectiveSpec, ParamScope};
 pub use param::{Domain, Scale};
 
@@ -140,10 +142,15 @@ pub struct Space {
     pub dimensions: Vec<Dimension>,
     /// The evaluators' tables.
     pub evaluators: Vec<EvaluatorConfig>,
+    /// The held-out evaluators' tables (`[[heldout]]`): they score the run's chosen merge once,
+    /// after the search, on data the search never sees, reporting the same objectives.
+    pub heldout: Vec<EvaluatorConfig>,
     /// The objectives and their weights in the scalar score.
     pub objectives: Vec<ObjectiveSpec>,
     /// Budget, batch and workers.
     pub budget: BudgetSpec,
+    /// Successive-halving rungs, when the space declares a non-empty `[fidelity]` table.
+    pub fidelity: Option<Fidelity>,
     /// The method dimension's index, when several methods are searched.
     method_dimension: Option<usize>,
     searched: Vec<Searched>,

@@ -14,6 +14,8 @@
 //! (and on a second Ctrl-C, see [`crate::interrupt`]).
 
 mod failures;
+mod heldout;
+mod rungs;
 mod runner;
 mod trial;
 
@@ -30,8 +32,12 @@ use serde::{Deserialize, Serialize};
 pub use failures::{DEFAULT_MAX_FAILURES, FailurePolicy, FailureStreak};
 pub use runner::{EvaluatorFactory, TrialRunner, panic_message, quiet_caught_panics};
 
+use heldout::score_heldout;
+pub use heldout::{HELDOUT_FILE, HeldoutScore, read_heldout};
+use rungs::add_rung;
+pub use rungs::{promoted, top_rung};
 use runner::guarded;
-pub use trial::{PREDICTED_SCALAR, Scalarizer, run_trial};
+pub use trial::{PREDICTED_SCALAR, Scalarizer, TrialAt, run_trial};
 
 use crate::eval::{EvalConfigError, EvalContext, Objective, build_all};
 use crate::interrupt;
@@ -41,7 +47,7 @@ use crate::record::{
     Journal, RUN_FILE, RecordError, RunInfo, RunLock, Status, TrialRecord, hash_inputs, now,
     read_journal, read_json, update_front, write_json_atomic, write_trials,
 };
-use crate::space::Space;
+use crate::space::{Fidelity, Space};
 
 /// The optimizer snapshot file of a run directory.
 pub const OPTIMIZER_FILE: &str = "optimizer.json";
@@ -129,6 +135,9 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Wall time of this invocation.
     pub seconds: f64,
+    /// The chosen trial's held-out score, when the space has `[[heldout]]` evaluators and the
+    /// run finished.
+    pub heldout: Option<HeldoutScore>,
 }
 
 impl RunSummary {
@@ -138,18 +147,28 @@ impl RunSummary {
     }
 }
 
-/// The successful trial with the highest scalar score (the lowest id on ties).
+/// The first of [`ranked_trials`].
 pub fn best_trial(trials: &[TrialRecord]) -> Option<&TrialRecord> {
     ranked_trials(trials).into_iter().next()
 }
 
-/// The successful trials, highest scalar score first (lower ids first on ties).
+/// The successful trials, best first: those scored at a higher fidelity rung first (their
+/// scores rest on more items, and they won every rung below), then by scalar score, highest
+/// first, lower ids first on ties. Without rungs, by scalar score alone.
 pub fn ranked_trials(trials: &[TrialRecord]) -> Vec<&TrialRecord> {
-    let mut ok: Vec<&TrialRecord> = trials.iter().filter(|t| t.status == Status::Ok).collect();
+    ranked_trials_of(trials.iter())
+}
+
+fn ranked_trials_of<'a>(trials: impl Iterator<Item = &'a TrialRecord>) -> Vec<&'a TrialRecord> {
+    let mut ok: Vec<&TrialRecord> = trials.filter(|t| t.status == Status::Ok).collect();
     ok.sort_by(|a, b| {
-        b.scalar
-            .partial_cmp(&a.scalar)
-            .unwrap_or(std::cmp::Ordering::Equal)
+        top_rung(b)
+            .cmp(&top_rung(a))
+            .then(
+                b.scalar
+                    .partial_cmp(&a.scalar)
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
             .then(a.id.cmp(&b.id))
     });
     ok
@@ -173,23 +192,29 @@ pub fn run<B: Backend>(
         progress: progress.clone(),
     };
     let build = || build_all::<B>(&space.evaluators, &context, device);
+    let heldout = || build_all::<B>(&space.heldout, &context, device);
+    let heldout: &EvaluatorFactory<'_, B> = &heldout;
     run_with(
         space,
         options,
         make_optimizer,
         &build,
+        (!space.heldout.is_empty()).then_some(heldout),
         device,
         progress,
         stop,
     )
 }
 
-/// [`run`] with the evaluators `build` makes (once per worker, and again after a panic).
+/// [`run`] with the evaluators `build` makes (once per worker, and again after a panic), and
+/// the held-out evaluators `heldout` makes (once, for the chosen trial of a finished run).
+#[allow(clippy::too_many_arguments)]
 pub fn run_with<B: Backend>(
     space: &Space,
     options: &RunOptions,
     make_optimizer: impl FnOnce() -> Result<AnyOptimizer, String>,
     build: &EvaluatorFactory<'_, B>,
+    heldout: Option<&EvaluatorFactory<'_, B>>,
     device: &B::Device,
     progress: &ProgressBar,
     stop: &AtomicBool,
@@ -212,6 +237,18 @@ pub fn run_with<B: Backend>(
     };
     let workers = options.workers.or(space.budget.workers).unwrap_or(1).max(1);
     let first = evaluators(build())?;
+    if space.fidelity.is_some()
+        && let Some(e) = first.iter().find(|e| !e.takes_items())
+    {
+        return Err(StudyError::Evaluators {
+            space: space.file.clone(),
+            error: EvalConfigError::new(
+                e.name(),
+                "(fidelity)",
+                "cannot score a chosen number of items, which the space's [fidelity] rungs need (zoo evaluators can; a command needs {items} in its argv)".into(),
+            ),
+        });
+    }
     let scalarizer =
         Scalarizer::new(&space.objectives, &first).map_err(|problem| StudyError::Objectives {
             space: space.file.clone(),
@@ -259,7 +296,9 @@ pub fn run_with<B: Backend>(
     let mut streak = FailureStreak::new(FailurePolicy::from_budget(space.budget.max_failures));
 
     let budget = space.budget.trials;
-    progress.set_length(budget.unwrap_or(0) as u64);
+    // A budget in cost has no trial count to show progress against.
+    let cost_budget = space.budget.items.is_some() || space.budget.eval_seconds.is_some();
+    progress.set_length(budget.filter(|_| !cost_budget).unwrap_or(0) as u64);
     let mut interrupted = false;
     loop {
         let done = snapshot.next_id as usize;
@@ -271,6 +310,9 @@ pub fn run_with<B: Backend>(
             .seconds
             .is_some_and(|s| started.elapsed().as_secs_f64() >= s)
         {
+            break;
+        }
+        if cost_spent(space, &recorded)? {
             break;
         }
         if stop.load(Ordering::SeqCst) {
@@ -319,41 +361,49 @@ pub fn run_with<B: Backend>(
                 done,
             });
         }
-        let generation = snapshot.generation;
-        let fresh = evaluate_batch(
-            &mut runners,
-            &batch,
-            generation,
-            &mut Recorder {
-                journal: &mut journal,
-                streak: &mut streak,
-                records: Vec::new(),
-                error: None,
-            },
-            &recorded,
-            progress,
-            stop,
-        )?;
-        for record in fresh {
-            let at = (record.id - snapshot.next_id) as usize;
-            batch[at].done = Some(record.clone());
-            recorded.insert(record.id, record);
+        let rungs = space.fidelity.as_ref().map_or(1, Fidelity::rungs);
+        let mut complete = true;
+        for rung in 0..rungs {
+            let todo = jobs(&batch, space.fidelity.as_ref(), rung);
+            let fresh = evaluate_batch(
+                &mut runners,
+                &todo,
+                snapshot.generation,
+                &mut Recorder {
+                    journal: &mut journal,
+                    streak: &mut streak,
+                    records: Vec::new(),
+                    error: None,
+                },
+                &recorded,
+                progress,
+                stop,
+            )?;
+            complete = fresh.len() == todo.len();
+            for record in fresh {
+                let at = (record.id - snapshot.next_id) as usize;
+                batch[at].done = Some(record.clone());
+                recorded.insert(record.id, record);
+            }
+            if streak.exceeded() {
+                let trials = finished(&recorded, snapshot.next_id);
+                write_trials(dir, &trials, &info.dimensions)?;
+                return Err(StudyError::TooManyFailures {
+                    count: streak.length(),
+                    recent: streak.recent().cloned().collect(),
+                });
+            }
+            if !complete {
+                break;
+            }
         }
-        if streak.exceeded() {
-            let trials = finished(&recorded, snapshot.next_id);
-            write_trials(dir, &trials, &info.dimensions)?;
-            return Err(StudyError::TooManyFailures {
-                count: streak.length(),
-                recent: streak.recent().cloned().collect(),
-            });
-        }
-        let Some(told) = batch
+        let told = batch
             .iter()
             .map(|p| p.done.as_ref().map(|t| told(t, &scalarizer)))
-            .collect::<Option<Vec<Told>>>()
-        else {
-            // Stopped mid-batch: the finished trials are in the journal; a resume re-asks this
-            // batch and evaluates the rest.
+            .collect::<Option<Vec<Told>>>();
+        let (true, Some(told)) = (complete, told) else {
+            // Stopped mid-batch: the finished trials and rungs are in the journal; a resume
+            // re-asks this batch and evaluates the rest.
             interrupted = true;
             break;
         };
@@ -370,11 +420,19 @@ pub fn run_with<B: Backend>(
     }
     let trials = finished(&recorded, snapshot.next_id);
     write_trials(dir, &trials, &info.dimensions)?;
+    let heldout = match (heldout, best_trial(&trials)) {
+        (Some(build), Some(chosen)) if !interrupted => {
+            progress.set_message(format!("scoring trial {} on the held-out data", chosen.id));
+            Some(score_heldout(space, merger.as_ref(), build, dir, chosen)?)
+        }
+        _ => None,
+    };
     Ok(RunSummary {
         dir: dir.clone(),
         trials,
         interrupted,
         seconds: started.elapsed().as_secs_f64(),
+        heldout,
     })
 }
 
@@ -407,7 +465,83 @@ fn told(t: &TrialRecord, scalarizer: &Scalarizer) -> Told {
         point: t.point.clone(),
         value: t.scalar.map(|s| -s),
         objectives: t.scalar.and_then(|_| scalarizer.minimized(&t.scores)),
+        rung: top_rung(t),
     }
+}
+
+/// One evaluation of a batch: a trial, and the items per task of the fidelity rung it is
+/// scored at (`None` without rungs).
+struct Job<'a> {
+    pending: &'a Pending,
+    items: Option<usize>,
+}
+
+/// The evaluations that rung `rung` of the batch still needs: without rungs, the trials not
+/// recorded yet; at rung 0, the same; above, the trials promoted from the rung below that have
+/// not reached this one. Above rung 0 every trial of the batch must be recorded (it is, unless
+/// the batch was stopped, and then nothing more runs).
+fn jobs<'a>(batch: &'a [Pending], fidelity: Option<&Fidelity>, rung: usize) -> Vec<Job<'a>> {
+    let Some(fidelity) = fidelity else {
+        return batch
+            .iter()
+            .filter(|p| p.done.is_none())
+            .map(|pending| Job {
+                pending,
+                items: None,
+            })
+            .collect();
+    };
+    let items = Some(fidelity.items[rung]);
+    if rung == 0 {
+        return batch
+            .iter()
+            .filter(|p| p.done.is_none())
+            .map(|pending| Job { pending, items })
+            .collect();
+    }
+    let Some(records) = batch
+        .iter()
+        .map(|p| p.done.as_ref())
+        .collect::<Option<Vec<&TrialRecord>>>()
+    else {
+        return Vec::new();
+    };
+    let promoted = promoted(fidelity, &records, rung - 1);
+    batch
+        .iter()
+        .zip(&records)
+        .filter(|(_, t)| promoted.contains(&t.id) && t.rungs.len() <= rung)
+        .map(|(pending, _)| Job { pending, items })
+        .collect()
+}
+
+/// Whether the space's cost budget (items scored, evaluator seconds) is spent by the `recorded`
+/// trials; a budget in items with a trial whose evaluators did not count them is an error.
+fn cost_spent(space: &Space, recorded: &BTreeMap<u64, TrialRecord>) -> Result<bool, StudyError> {
+    if let Some(limit) = space.budget.items {
+        let mut spent = 0;
+        for t in recorded.values() {
+            match t.items {
+                Some(items) => spent += items,
+                None if t.status == Status::Failed => {}
+                None => {
+                    return Err(StudyError::RunDir(format!(
+                        "{}: budget.items counts items scored, but trial {} has no count: one of its evaluators does not report the items it scored (use budget.trials or budget.eval_seconds)",
+                        space.file.display(),
+                        t.id
+                    )));
+                }
+            }
+        }
+        if spent >= limit {
+            return Ok(true);
+        }
+    }
+    let seconds: f64 = recorded.values().map(|t| t.eval_seconds).sum();
+    Ok(space
+        .budget
+        .eval_seconds
+        .is_some_and(|limit| seconds >= limit))
 }
 
 /// The recorded trials of complete batches (ids below `next_id`), by id.
@@ -433,24 +567,30 @@ struct Recorder<'a> {
 /// journal failed, or the failure streak reached its limit.
 fn evaluate_batch<B: Backend>(
     runners: &mut [TrialRunner<'_, B>],
-    batch: &[Pending],
+    todo: &[Job<'_>],
     generation: u64,
     recorder: &mut Recorder<'_>,
     recorded: &BTreeMap<u64, TrialRecord>,
     progress: &ProgressBar,
     stop: &AtomicBool,
 ) -> Result<Vec<TrialRecord>, StudyError> {
-    let todo: Vec<&Pending> = batch.iter().filter(|p| p.done.is_none()).collect();
     let next = AtomicUsize::new(0);
     let halt = AtomicBool::new(false);
     let shared = Mutex::new(recorder);
     let show = |records: &[TrialRecord]| {
-        let all = recorded.values().chain(records.iter());
-        let failed = all.clone().filter(|t| t.status == Status::Failed).count();
-        let best = all
-            .filter_map(|t| t.scalar)
-            .fold(f64::NEG_INFINITY, f64::max);
-        progress.set_position((recorded.len() + records.len()) as u64);
+        // A trial scored at a higher rung is in `records` again: its latest record counts.
+        let mut latest: BTreeMap<u64, &TrialRecord> =
+            recorded.iter().map(|(&id, t)| (id, t)).collect();
+        latest.extend(records.iter().map(|t| (t.id, t)));
+        let failed = latest
+            .values()
+            .filter(|t| t.status == Status::Failed)
+            .count();
+        let best = ranked_trials_of(latest.values().copied())
+            .first()
+            .and_then(|t| t.scalar)
+            .unwrap_or(f64::NEG_INFINITY);
+        progress.set_position(latest.len() as u64);
         progress.set_message(format!("best {best:.4}, {failed} failed"));
     };
     std::thread::scope(|scope| {
@@ -458,12 +598,21 @@ fn evaluate_batch<B: Backend>(
             let (next, todo, shared, halt, show) = (&next, &todo, &shared, &halt, &show);
             scope.spawn(move || {
                 while !stop.load(Ordering::SeqCst) && !halt.load(Ordering::SeqCst) {
-                    let Some(pending) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    let Some(job) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         break;
                     };
-                    let mut record = runner.run(pending.id, generation, &pending.point);
+                    let pending = job.pending;
+                    let mut record = runner.run(TrialAt {
+                        id: pending.id,
+                        generation,
+                        point: &pending.point,
+                        items: job.items,
+                    });
                     record.predicted = pending.predicted.clone();
-                    let record = record.with_finite_values();
+                    let mut record = record.with_finite_values();
+                    if let Some(items) = job.items {
+                        record = add_rung(pending.done.as_ref(), record, items);
+                    }
                     let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
                     let recorder = &mut **guard;
                     if recorder.error.is_some() {
@@ -653,10 +802,12 @@ pub(crate) fn prepare_dir(dir: &Path, resume: bool, info: RunInfo) -> Result<Run
             info.dimensions.len().to_string(),
         ));
     }
+    // The budget may grow and the held-out evaluators change: neither changes a trial.
     let without_budget = |space: &serde_json::Value| {
         let mut space = space.clone();
         if let Some(table) = space.as_object_mut() {
             table.remove("budget");
+            table.remove("heldout");
         }
         space
     };

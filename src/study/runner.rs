@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::prelude::*;
 
-use super::trial::{Scalarizer, failed_trial, run_trial};
+use super::trial::{Scalarizer, TrialAt, failed_trial, run_trial};
 use crate::eval::{EvalConfigError, Evaluator};
 use crate::failpoint;
 use crate::merge::Merger;
@@ -61,9 +61,15 @@ impl<'a, B: Backend> TrialRunner<'a, B> {
         self.builds
     }
 
-    /// Runs trial `id` of batch `generation` at `point`. Never panics: a panic inside the trial
-    /// is a failed record (`panicked: MESSAGE`), after which the evaluators are rebuilt.
-    pub fn run(&mut self, id: u64, generation: u64, point: &[f64]) -> TrialRecord {
+    /// Runs trial `at`. Never panics: a panic inside the trial is a failed record (`panicked:
+    /// MESSAGE`), after which the evaluators are rebuilt.
+    pub fn run(&mut self, at: TrialAt<'_>) -> TrialRecord {
+        let TrialAt {
+            id,
+            generation,
+            point,
+            ..
+        } = at;
         let started = now();
         if self.evaluators.is_none() {
             match guarded(|| (self.build)()) {
@@ -85,7 +91,7 @@ impl<'a, B: Backend> TrialRunner<'a, B> {
         let (space, merger, scalarizer) = (self.space, self.merger, self.scalarizer);
         let outcome = guarded(|| {
             failpoint::hit(failpoint::TRIAL_PANIC);
-            run_trial(space, merger, evaluators, scalarizer, id, generation, point)
+            run_trial(space, merger, evaluators, scalarizer, at)
         });
         match outcome {
             Ok(record) => record,

@@ -95,19 +95,36 @@ impl Scalarizer {
     }
 }
 
-/// Runs trial `id` of batch `generation` at `point`: decodes it, materializes the merge, runs
-/// every evaluator and scalarizes. Every failure is a failed record, never an error; a panic is
-/// left to the caller's guard ([`super::TrialRunner`]).
-#[allow(clippy::too_many_arguments)]
+/// Which trial to run: its id, its batch, its point and the items per task of its fidelity
+/// rung (`None`: each evaluator's own setting).
+#[derive(Debug, Clone, Copy)]
+pub struct TrialAt<'a> {
+    /// The trial's id.
+    pub id: u64,
+    /// Its batch.
+    pub generation: u64,
+    /// Its point in the unit cube.
+    pub point: &'a [f64],
+    /// Items per task at its fidelity rung.
+    pub items: Option<usize>,
+}
+
+/// Runs trial `at`: decodes its point, materializes the merge, runs every evaluator (at the
+/// rung's items per task) and scalarizes. Every failure is a failed record, never an error; a
+/// panic is left to the caller's guard ([`super::TrialRunner`]).
 pub fn run_trial<B: Backend>(
     space: &Space,
     merger: Option<&Merger<B>>,
     evaluators: &mut [Box<dyn Evaluator<B>>],
     scalarizer: &Scalarizer,
-    id: u64,
-    generation: u64,
-    point: &[f64],
+    at: TrialAt<'_>,
 ) -> TrialRecord {
+    let TrialAt {
+        id,
+        generation,
+        point,
+        items,
+    } = at;
     let started = now();
     let decoded = match space.decode(point) {
         Ok(decoded) => decoded,
@@ -124,6 +141,7 @@ pub fn run_trial<B: Backend>(
     let merge_seconds = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
     let mut scores = BTreeMap::new();
+    let mut counted = Some(0);
     let mut error = candidate.as_ref().err().cloned();
     if let Ok(candidate) = &candidate {
         let trial = Trial {
@@ -131,12 +149,18 @@ pub fn run_trial<B: Backend>(
             seed: derive_seed(space.seed, "trial", id),
             params: &decoded.params,
             candidate: candidate.as_ref(),
+            items,
         };
         for evaluator in evaluators.iter_mut() {
-            match evaluator.evaluate(&trial) {
-                Ok(evaluation) => scores.extend(evaluation.scores),
-                Err(failure) => {
-                    error = Some(failure.reason);
+            let (outcome, cost) = match evaluator.evaluate(&trial) {
+                Ok(evaluation) => (Ok(evaluation.scores), evaluation.cost),
+                Err(failure) => (Err(failure.reason), failure.cost),
+            };
+            counted = counted.zip(cost.items).map(|(a, b)| a + b);
+            match outcome {
+                Ok(more) => scores.extend(more),
+                Err(reason) => {
+                    error = Some(reason);
                     break;
                 }
             }
@@ -167,6 +191,8 @@ pub fn run_trial<B: Backend>(
         finished: now(),
         error,
         predicted: None,
+        items: counted,
+        rungs: Vec::new(),
     }
     .with_finite_values()
 }
@@ -193,5 +219,7 @@ pub(crate) fn failed_trial(
         finished: now(),
         error: Some(reason),
         predicted: None,
+        items: None,
+        rungs: Vec::new(),
     }
 }

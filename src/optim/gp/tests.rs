@@ -282,6 +282,7 @@ fn parego_front_has_more_hypervolume_than_random_search() {
                             point: p,
                             value: Some(o[0] + o[1]),
                             objectives: Some(o),
+                            rung: 0,
                         }
                     })
                     .collect();
@@ -325,6 +326,7 @@ fn json_round_trip_keeps_the_next_ask_and_predictions() {
                         point: p,
                         value: Some(o[0]),
                         objectives: Some(o),
+                        rung: 0,
                     }
                 })
                 .collect();
