@@ -49,7 +49,8 @@ pub fn read_heldout(dir: &Path) -> Result<Option<HeldoutScore>, StudyError> {
 }
 
 /// Scores `chosen` with the held-out evaluators `build` makes and records it in `dir`, unless
-/// `dir` already holds its score (a finished run resumed with nothing left to do).
+/// `dir` already holds its successful score (a finished run resumed with nothing left to do;
+/// a failed held-out scoring is tried again).
 pub(crate) fn score_heldout<B: Backend>(
     space: &Space,
     merger: Option<&Merger<B>>,
@@ -57,7 +58,7 @@ pub(crate) fn score_heldout<B: Backend>(
     dir: &Path,
     chosen: &TrialRecord,
 ) -> Result<HeldoutScore, StudyError> {
-    if let Some(done) = read_heldout(dir)?.filter(|h| h.trial == chosen.id) {
+    if let Some(done) = read_heldout(dir)?.filter(|h| h.trial == chosen.id && h.error.is_none()) {
         return Ok(done);
     }
     let fail = |problem: String| StudyError::Objectives {
