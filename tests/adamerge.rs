@@ -486,8 +486,8 @@ fn the_command_line_learns_exports_seeds_a_search_and_compares_optimizers() {
     for row in rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         // A run's row has its seed after the optimizer; a median's row does not.
-        let per_run = cells.len() == 12;
-        assert!(per_run || cells.len() == 11, "{row}");
+        let per_run = cells.len() == 14;
+        assert!(per_run || cells.len() == 13, "{row}");
         let first = if per_run { 3 } else { 2 };
         let number =
             |k: usize| -> f64 { cells[first + k].parse().unwrap_or_else(|_| panic!("{row}")) };
