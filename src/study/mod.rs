@@ -481,24 +481,17 @@ struct Job<'a> {
 /// not reached this one. Above rung 0 every trial of the batch must be recorded (it is, unless
 /// the batch was stopped, and then nothing more runs).
 fn jobs<'a>(batch: &'a [Pending], fidelity: Option<&Fidelity>, rung: usize) -> Vec<Job<'a>> {
-    let Some(fidelity) = fidelity else {
-        return batch
-            .iter()
-            .filter(|p| p.done.is_none())
-            .map(|pending| Job {
-                pending,
-                items: None,
-            })
-            .collect();
+    let items = fidelity.map(|f| f.items[rung]);
+    let fidelity = match fidelity {
+        Some(fidelity) if rung > 0 => fidelity,
+        _ => {
+            return batch
+                .iter()
+                .filter(|p| p.done.is_none())
+                .map(|pending| Job { pending, items })
+                .collect();
+        }
     };
-    let items = Some(fidelity.items[rung]);
-    if rung == 0 {
-        return batch
-            .iter()
-            .filter(|p| p.done.is_none())
-            .map(|pending| Job { pending, items })
-            .collect();
-    }
     let Some(records) = batch
         .iter()
         .map(|p| p.done.as_ref())
