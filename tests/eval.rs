@@ -8,8 +8,8 @@ use burn::prelude::*;
 use indicatif::ProgressBar;
 use mergesearch::checkpoint::{Dtype, Granularity, Model, ModelSet};
 use mergesearch::eval::{
-    EvalConfigError, EvalContext, Evaluator, EvaluatorConfig, Outcome, Strategy, Subset,
-    SubsetSpec, Trial, build_all,
+    CandidateWriter, EvalConfigError, EvalContext, Evaluator, EvaluatorConfig, Handoff, Outcome,
+    Placement, Strategy, Subset, SubsetSpec, Trial, build_all,
 };
 use mergesearch::fixtures::{SyntheticSpec, write_synthetic_model};
 use mergesearch::merge::{Candidate, MergePlan, Merger, Method, ParamValue};
@@ -38,7 +38,7 @@ fn parse(toml_text: &str) -> Result<EvaluatorConfig, String> {
 }
 
 fn evaluate(evaluator: &mut dyn Evaluator<B>, params: serde_json::Value, id: u64) -> Outcome {
-    evaluate_with(evaluator, params, id, None)
+    evaluate_with(evaluator, params, id, None, None)
 }
 
 fn evaluate_with(
@@ -46,6 +46,7 @@ fn evaluate_with(
     params: serde_json::Value,
     id: u64,
     candidate: Option<&Candidate<B>>,
+    model: Option<&Handoff<'_, B>>,
 ) -> Outcome {
     let params = params.as_object().unwrap().clone();
     evaluator.evaluate(&Trial {
@@ -53,6 +54,7 @@ fn evaluate_with(
         seed: 100 + id,
         params: &params,
         candidate,
+        model,
         items: None,
     })
 }
@@ -110,7 +112,7 @@ fn zoo_scores_match_a_hand_computed_case() {
             zoo.display().to_string()
         );
         let mut evaluator = build_one(&table, &context);
-        let scores = evaluate_with(evaluator.as_mut(), json!({}), 0, Some(&candidate))
+        let scores = evaluate_with(evaluator.as_mut(), json!({}), 0, Some(&candidate), None)
             .unwrap()
             .scores;
         let mut mean_accuracy = 0.0;
@@ -504,10 +506,11 @@ fn a_command_gets_the_candidate_as_a_model_directory_that_is_removed_afterwards(
     std::fs::create_dir_all(&scratch).unwrap();
     let context = EvalContext {
         base: Some(paths[0].clone()),
-        scratch: scratch.clone(),
+        placement: Placement::default(),
         seed: 0,
         progress: ProgressBar::hidden(),
     };
+    let writer = CandidateWriter::new(&paths[0], &scratch).unwrap();
     // The program reads the safetensors header and the copied config.
     let script = "import json, os, struct, sys\n\
 d = sys.argv[1]\n\
@@ -523,9 +526,11 @@ print(json.dumps({'scores': {'tensors': len(tensors), 'bf16': int(bf16), 'layers
         serde_json::to_string(script).unwrap()
     );
     let mut evaluator = build_one(&table, &context);
-    let scores = evaluate_with(evaluator.as_mut(), json!({}), 7, Some(&candidate))
+    let handoff = Handoff::new(&writer, &candidate, "trial-7".into());
+    let scores = evaluate_with(evaluator.as_mut(), json!({}), 7, None, Some(&handoff))
         .unwrap()
         .scores;
+    drop(handoff);
     assert_eq!(scores["tensors"].value as usize, spec.tensors().len());
     assert_eq!(scores["bf16"].value, 1.0, "written in the base's dtype");
     assert_eq!(
@@ -566,7 +571,7 @@ fn bad_external_tables_fail_at_load_naming_the_key() {
         ),
         (
             format!("kind = \"worker\"\nargv = [\"run\", \"{{trial_id}}\"]\n{objectives}"),
-            "this kind takes only [\"seed\"]",
+            "this kind takes only [\"seed\", \"worker\", \"gpu\"]",
         ),
         (
             format!("kind = \"command\"\nargv = []\n{objectives}"),

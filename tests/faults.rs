@@ -13,24 +13,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::backend::Flex;
+use burn::backend::flex::FlexDevice;
 use indicatif::ProgressBar;
 use mergesearch::cli::make_optimizer;
 use mergesearch::eval::{Cost, Evaluation, Objective, Outcome, Score, Trial};
-use mergesearch::eval::{Direction, EvalConfigError, Evaluator};
+use mergesearch::eval::{Direction, EvalConfigError, Evaluator, Placement};
 use mergesearch::failpoint;
 use mergesearch::record::{
     HYPERVOLUME_FILE, LOCK_FILE, RunLock, Status, TRIALS_FILE, TrialRecord, read_journal,
 };
 use mergesearch::rng::Rng;
 use mergesearch::space::Space;
-use mergesearch::study::{RunOptions, run_with};
+use mergesearch::study::{RunOptions, run_with, scratch_dir};
 use rand::Rng as _;
 
 use crate::common::TempDir;
 use crate::study::{models, models_of, models_table, write};
 
 /// `mergesearch ARGS` in the repository root, stdout discarded, stderr captured.
-fn mergesearch(args: &[&str]) -> Command {
+pub fn mergesearch(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mergesearch"));
     command
         .args(args)
@@ -60,7 +61,7 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Asserts that the command exited with `code` and did not panic; returns its stderr.
-fn expect_exit(out: &Output, code: i32, what: &str) -> String {
+pub fn expect_exit(out: &Output, code: i32, what: &str) -> String {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "{what}: {err}");
     assert!(!err.contains("panicked"), "{what}: {err}");
@@ -483,17 +484,20 @@ fn a_panic_or_a_nan_in_process_fails_that_trial_and_the_journal_reads_back() {
     let path = slow_space(&tmp, 0.0, 6);
     let space = Space::load(&path, &[], &ProgressBar::hidden()).unwrap();
     let builds = AtomicUsize::new(0);
-    let build = || -> Result<Vec<Box<dyn Evaluator<Flex>>>, EvalConfigError> {
-        builds.fetch_add(1, Ordering::SeqCst);
-        Ok(vec![Box::new(Flaky {
-            objectives: vec![Objective::new("loss", Direction::Minimize)],
-        })])
-    };
+    let build =
+        |_: &Placement, _: &FlexDevice| -> Result<Vec<Box<dyn Evaluator<Flex>>>, EvalConfigError> {
+            builds.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![Box::new(Flaky {
+                objectives: vec![Objective::new("loss", Direction::Minimize)],
+            })])
+        };
     let options = RunOptions {
         optimizer: "random".into(),
         out: tmp.join("run"),
         resume: false,
         workers: Some(1),
+        gpus: None,
+        scratch: None,
     };
     let summary = run_with::<Flex>(
         &space,
@@ -620,7 +624,8 @@ fn a_second_ctrl_c_kills_the_evaluators_removes_scratch_and_exits_130() {
     wait_until(&mut child, "the hanging evaluator", || {
         std::fs::read_to_string(&hang).is_ok_and(|t| t.split_whitespace().count() == 2)
     });
-    let scratch = dir.join("scratch");
+    // Where the run hands candidates over by default (shared memory, or the run directory).
+    let scratch = scratch_dir(&dir, None, 0, 1);
     assert!(
         std::fs::read_dir(&scratch).unwrap().count() > 0,
         "trial 1's candidate is in the scratch folder"

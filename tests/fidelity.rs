@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use burn::backend::Flex;
+use burn::backend::flex::FlexDevice;
 use indicatif::ProgressBar;
 use mergesearch::cli::make_optimizer;
 use mergesearch::eval::{Cost, Direction, EvalConfigError, Evaluation, Evaluator, Failure};
-use mergesearch::eval::{Objective, Outcome, Score, Trial};
+use mergesearch::eval::{Objective, Outcome, Placement, Score, Trial};
 use mergesearch::record::{Status, TrialRecord, read_journal};
 use mergesearch::rng::Rng;
 use mergesearch::space::Space;
@@ -126,12 +127,16 @@ fn run(
     make: impl Fn() -> Noisy + Sync,
 ) -> Result<RunSummary, StudyError> {
     let build =
-        || -> Result<Vec<Box<dyn Evaluator<Flex>>>, EvalConfigError> { Ok(vec![Box::new(make())]) };
+        |_: &Placement, _: &FlexDevice| -> Result<Vec<Box<dyn Evaluator<Flex>>>, EvalConfigError> {
+            Ok(vec![Box::new(make())])
+        };
     let options = RunOptions {
         optimizer: optimizer.into(),
         out: out.to_path_buf(),
         resume,
         workers: Some(1),
+        gpus: None,
+        scratch: None,
     };
     run_with::<Flex>(
         space,

@@ -10,5 +10,6 @@ mod fidelity;
 #[cfg(feature = "wgpu")]
 mod gpu_kernels;
 mod methods;
+mod scaling;
 mod study;
 mod zoo;

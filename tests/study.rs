@@ -193,6 +193,8 @@ fn run_with(
         out: out.to_path_buf(),
         resume,
         workers: None,
+        gpus: None,
+        scratch: None,
     };
     let summary = run::<Flex>(
         &space,
@@ -494,6 +496,8 @@ fn stopping_mid_batch_keeps_the_finished_trials_and_resume_completes_the_batch()
             out: out.clone(),
             resume: false,
             workers: None,
+            gpus: None,
+            scratch: None,
         };
         run::<Flex>(
             &space,

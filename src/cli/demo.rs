@@ -59,6 +59,8 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
         resume: out.join(crate::record::RUN_FILE).exists(),
         device,
         workers: None,
+        gpus: None,
+        scratch: None,
         max_failures: None,
         init_from: None,
     };

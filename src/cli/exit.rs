@@ -130,6 +130,7 @@ fn study_code(e: &StudyError) -> Option<i32> {
         StudyError::Evaluators { .. }
         | StudyError::Objectives { .. }
         | StudyError::Optimizer(_)
+        | StudyError::Workers(_)
         | StudyError::RunDir(_) => Some(EXIT_CONFIG),
         StudyError::TooManyFailures { .. } => Some(EXIT_FAILURES),
     }

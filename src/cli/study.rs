@@ -8,14 +8,14 @@ use serde_json::json;
 
 use super::{UsageError, progress_bar};
 use crate::device::DeviceSpec;
-use crate::eval::{EvalContext, build_all};
+use crate::eval::{CandidateWriter, EvalContext, Placement, build_all};
 use crate::interrupt;
 use crate::optim::{AnyOptimizer, Cmaes, CmaesOptions, by_name};
 use crate::record::{Status, TrialRecord, read_journal};
 use crate::space::Space;
 use crate::study::{
-    HeldoutScore, RunOptions, RunSummary, Scalarizer, TrialAt, TrialRunner, best_trial,
-    ranked_trials, read_heldout, run as run_study,
+    HeldoutScore, RunOptions, RunSummary, Scalarizer, TrialAt, TrialRunner, WorkerSetup,
+    best_trial, ranked_trials, read_heldout, run as run_study,
 };
 
 /// What `mergesearch run` was asked.
@@ -47,6 +47,16 @@ pub struct RunArgs {
     /// Trials evaluated at once.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// One worker per listed GPU, e.g. --gpus 0,1,2,3 (instead of --workers): with --device
+    /// cuda each worker merges on its own GPU, and its external evaluators are started with
+    /// CUDA_VISIBLE_DEVICES set to that GPU ({gpu} and {worker} in their argv and env).
+    #[arg(long, value_delimiter = ',', value_name = "GPU,...")]
+    pub gpus: Option<Vec<usize>>,
+    /// Where to write the candidates that external evaluators read (a folder of the run's own
+    /// is made inside it). Default: shared memory (/dev/shm) when it has room, else the run
+    /// directory.
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
     /// Stop after this many failed trials in a row (overrides budget.max_failures, default 10;
     /// 0 never stops). The run can be resumed once the cause is fixed.
     #[arg(long, value_name = "N")]
@@ -181,9 +191,20 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
         out: out.clone(),
         resume: args.resume,
         workers: args.workers,
+        gpus: args.gpus.clone(),
+        scratch: args.scratch.clone(),
     };
     let bar = progress_bar("run", "trials");
     let device = args.device.open()?;
+    if let (DeviceSpec::Cuda(_), Some(gpus)) = (
+        args.device,
+        options.gpus.as_ref().or(space.budget.gpus.as_ref()),
+    ) {
+        // Each worker's merger goes on its own GPU: check that every one answers.
+        for &gpu in gpus {
+            DeviceSpec::Cuda(gpu).open()?;
+        }
+    }
     let summary = crate::with_backend!(device, |B, device| run_study::<B>(
         space,
         &options,
@@ -369,19 +390,34 @@ fn eval_point<B: Backend>(
     };
     let context = EvalContext {
         base: space.models.as_ref().map(|m| m.base.clone()),
-        scratch: std::env::temp_dir(),
+        placement: Placement::default(),
         seed: space.seed,
         progress: progress_bar("zoo", "steps"),
     };
-    let build = || build_all::<B>(&space.evaluators, &context, device);
-    let evaluators = build()?;
+    let writer = match &space.models {
+        Some(models) => Some(
+            CandidateWriter::new(&models.base, &std::env::temp_dir())
+                .map_err(|e| anyhow::anyhow!("cannot hand the candidate over: {e}"))?,
+        ),
+        None => None,
+    };
+    let build = |placement: &Placement, device: &B::Device| {
+        build_all::<B>(&space.evaluators, &context.placed(*placement), device)
+    };
+    let evaluators = build(&context.placement, device)?;
     let scalarizer = Scalarizer::new(&space.objectives, &evaluators).map_err(|problem| {
         crate::study::StudyError::Objectives {
             space: space.file.clone(),
             problem,
         }
     })?;
-    let mut runner = TrialRunner::new(space, merger.as_ref(), &scalarizer, &build, evaluators);
+    let setup = WorkerSetup {
+        placement: context.placement,
+        device: device.clone(),
+        merger: merger.as_ref(),
+        writer: writer.as_ref(),
+    };
+    let mut runner = TrialRunner::new(space, setup, &scalarizer, &build, evaluators);
     Ok(runner.run(TrialAt {
         id: 0,
         generation: 0,

@@ -97,6 +97,8 @@ pub fn run_grid(
             resume: dir.join(RUN_FILE).exists(),
             device,
             workers,
+            gpus: None,
+            scratch: None,
             max_failures: None,
             init_from: None,
         };

@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use super::evaluator::{Evaluator, Objective, Outcome, Score, Trial};
 use super::external::{ExternalConfig, PLACEHOLDERS, substitute, with_retries};
-use super::model_dir::{CandidateWriter, candidate_writer, write_trial_model};
+use super::handoff::takes_candidate;
 use super::process::{Process, describe_exit, with_stderr};
 use super::reply::{find_reply, read_scores};
 use super::{EvalConfigError, EvalContext};
@@ -16,12 +16,16 @@ use super::{EvalConfigError, EvalContext};
 pub struct CommandEvaluator {
     config: ExternalConfig,
     name: String,
+    /// The argv template with the placement's placeholders replaced.
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
     objectives: Vec<Objective>,
-    writer: Option<CandidateWriter>,
+    takes_model: bool,
 }
 
 impl CommandEvaluator {
-    /// Checks `config` and prepares to write candidates when the template uses `{model_dir}`.
+    /// Checks `config` for the worker at `context.placement`; the trial's candidate is handed
+    /// over when the template uses `{model_dir}`.
     pub fn new(
         config: &ExternalConfig,
         context: &EvalContext,
@@ -35,26 +39,28 @@ impl CommandEvaluator {
                 "is for workers: a command gets the model when its argv uses {model_dir}".into(),
             ));
         }
-        let writer = candidate_writer(&name, "argv", config.uses("model_dir"), context)?;
+        let takes_model = takes_candidate(&name, "argv", config.uses("model_dir"), context)?;
+        let (argv, env) = config.placed(&context.placement)?;
         Ok(CommandEvaluator {
             objectives: config.objective_list(),
             config: config.clone(),
             name,
-            writer,
+            argv,
+            env,
+            takes_model,
         })
     }
 
     fn attempt<B: Backend>(&self, trial: &Trial<'_, B>) -> Result<BTreeMap<String, Score>, String> {
-        let model = write_trial_model(self.writer.as_ref(), trial)?;
+        let model_dir = match self.takes_model {
+            true => trial.model_dir()?.display().to_string(),
+            false => String::new(),
+        };
         let params = serde_json::Value::Object(trial.params.clone()).to_string();
-        let model_dir = model
-            .as_ref()
-            .map(|m| m.path().display().to_string())
-            .unwrap_or_default();
         let (id, seed) = (trial.id.to_string(), trial.seed.to_string());
         let items = trial.items.map(|n| n.to_string()).unwrap_or_default();
         let argv = substitute(
-            &self.config.argv,
+            &self.argv,
             &[
                 ("model_dir", &model_dir),
                 ("params_json", &params),
@@ -63,7 +69,7 @@ impl CommandEvaluator {
                 ("items", &items),
             ],
         );
-        let mut process = Process::spawn(&argv, &self.config.env, false)?;
+        let mut process = Process::spawn(&argv, &self.env, false)?;
         let deadline = Instant::now() + self.config.timeout();
         let Some(status) = process.wait(deadline) else {
             return Err(with_stderr(
@@ -119,6 +125,10 @@ impl<B: Backend> Evaluator<B> for CommandEvaluator {
 
     fn takes_items(&self) -> bool {
         self.config.uses("items")
+    }
+
+    fn takes_model(&self) -> bool {
+        self.takes_model
     }
 
     fn evaluate(&mut self, trial: &Trial<'_, B>) -> Outcome {

@@ -7,6 +7,7 @@ use std::fmt;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::handoff::Handoff;
 use crate::merge::Candidate;
 
 /// Whether larger or smaller values of an objective are better.
@@ -117,10 +118,24 @@ pub struct Trial<'a, B: Backend> {
     pub params: &'a serde_json::Map<String, serde_json::Value>,
     /// The merged model, when the search space has models.
     pub candidate: Option<&'a Candidate<B>>,
+    /// The merged model as a directory for external programs, written once per trial when the
+    /// first evaluator asks for it (see [`Trial::model_dir`]).
+    pub model: Option<&'a Handoff<'a, B>>,
     /// Items per task to score at this trial's fidelity rung (see [`crate::space::Fidelity`]);
     /// `None`: the evaluator's own setting. Only evaluators whose [`Evaluator::takes_items`]
     /// is true are given one.
     pub items: Option<usize>,
+}
+
+impl<B: Backend> Trial<'_, B> {
+    /// The candidate's model directory, written now unless an evaluator of this trial (or an
+    /// earlier attempt) already did; an error when the trial has no candidate to hand over or
+    /// it cannot be written.
+    pub fn model_dir(&self) -> Result<&std::path::Path, String> {
+        self.model
+            .ok_or("the evaluator takes the merged model but the trial has none")?
+            .model_dir()
+    }
 }
 
 /// Scores candidates: named objectives out, each with a direction and, where it can be
@@ -139,6 +154,12 @@ pub trait Evaluator<B: Backend>: Send {
     /// Whether the evaluator scores the number of items per task that [`Trial::items`] asks
     /// for, so that it can serve a space's fidelity rungs.
     fn takes_items(&self) -> bool {
+        false
+    }
+
+    /// Whether the evaluator reads the candidate as a model directory ([`Trial::model_dir`]),
+    /// so that the run must prepare a place to write candidates.
+    fn takes_model(&self) -> bool {
         false
     }
 

@@ -6,12 +6,24 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::EvalConfigError;
 use super::evaluator::{Cost, Direction, Evaluation, Failure, Objective, Outcome, Score};
+use super::{EvalConfigError, Placement};
 
 /// Placeholders an argv template may use (`items`: the fidelity rung's items per task, empty
-/// when the trial asks for no particular number).
-pub const PLACEHOLDERS: [&str; 5] = ["model_dir", "params_json", "trial_id", "seed", "items"];
+/// when the trial asks for no particular number; `worker` and `gpu`: where the evaluator runs,
+/// see [`Placement`]).
+pub const PLACEHOLDERS: [&str; 7] = [
+    "model_dir",
+    "params_json",
+    "trial_id",
+    "seed",
+    "items",
+    "worker",
+    "gpu",
+];
+
+/// The variable that tells CUDA programs which GPUs they may see.
+const VISIBLE_GPUS: &str = "CUDA_VISIBLE_DEVICES";
 
 /// An external evaluator's table (`kind = "command"` or `kind = "worker"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,12 +124,50 @@ impl ExternalConfig {
         Ok(())
     }
 
+    /// The argv template and the extra environment for the worker at `placement`: `{worker}` and
+    /// `{gpu}` replaced in both, and `CUDA_VISIBLE_DEVICES` set to the worker's GPU unless `env`
+    /// sets it. Using `{gpu}` in a run that placed no worker on a GPU is an error.
+    pub fn placed(
+        &self,
+        placement: &Placement,
+    ) -> Result<(Vec<String>, BTreeMap<String, String>), EvalConfigError> {
+        let uses_gpu = self.uses("gpu") || self.env.values().any(|v| mentions(v, "gpu"));
+        if uses_gpu && placement.gpu.is_none() {
+            return Err(EvalConfigError::new(
+                &self.display_name(),
+                "argv",
+                "uses {gpu}, but this run places no worker on a GPU: run it with --gpus (e.g. --gpus 0,1) or [budget] gpus".into(),
+            ));
+        }
+        let worker = placement.worker.to_string();
+        let gpu = placement.gpu.map(|g| g.to_string()).unwrap_or_default();
+        let values = [("worker", worker.as_str()), ("gpu", gpu.as_str())];
+        let argv = substitute(&self.argv, &values);
+        let mut env: BTreeMap<String, String> = self
+            .env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    substitute(std::slice::from_ref(v), &values).remove(0),
+                )
+            })
+            .collect();
+        if placement.gpu.is_some() {
+            env.entry(VISIBLE_GPUS.to_string()).or_insert(gpu);
+        }
+        Ok((argv, env))
+    }
+
     /// Whether any argument uses `placeholder`.
     pub fn uses(&self, placeholder: &str) -> bool {
-        self.argv
-            .iter()
-            .any(|a| placeholders_in(a).any(|p| p == placeholder))
+        self.argv.iter().any(|a| mentions(a, placeholder))
     }
+}
+
+/// Whether `text` holds the placeholder `{placeholder}`.
+fn mentions(text: &str, placeholder: &str) -> bool {
+    placeholders_in(text).any(|p| p == placeholder)
 }
 
 /// The `{name}` placeholders in `arg` (lower-case identifiers only, so JSON text passes through).
@@ -196,5 +246,46 @@ mod tests {
             substitute(&argv, &[("trial_id", "4"), ("seed", "9")]),
             ["run", "4-9"]
         );
+    }
+
+    fn config(argv: &[&str], env: &[(&str, &str)]) -> ExternalConfig {
+        ExternalConfig {
+            name: Some("e".into()),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            objectives: BTreeMap::from([("loss".to_string(), Direction::Minimize)]),
+            timeout_s: 1.0,
+            retries: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            model: None,
+        }
+    }
+
+    #[test]
+    fn placement_fills_worker_and_gpu_and_shows_the_gpu_to_cuda() {
+        let c = config(
+            &["run", "--gpu={gpu}", "w{worker}"],
+            &[("LOG", "w{worker}.log")],
+        );
+        let on_gpu = Placement {
+            worker: 1,
+            gpu: Some(3),
+        };
+        let (argv, env) = c.placed(&on_gpu).unwrap();
+        assert_eq!(argv, ["run", "--gpu=3", "w1"]);
+        assert_eq!(env["LOG"], "w1.log");
+        assert_eq!(env[VISIBLE_GPUS], "3");
+        // The user's own setting wins.
+        let own = config(&["run"], &[(VISIBLE_GPUS, "0,1")]);
+        assert_eq!(own.placed(&on_gpu).unwrap().1[VISIBLE_GPUS], "0,1");
+        // {gpu} without a GPU is an error naming the fix; {worker} alone is fine.
+        let err = c.placed(&Placement::default()).unwrap_err().to_string();
+        assert!(err.contains("--gpus"), "{err}");
+        let cpu = config(&["run", "{worker}"], &[]);
+        let (argv, env) = cpu.placed(&Placement::default()).unwrap();
+        assert_eq!(argv, ["run", "0"]);
+        assert!(!env.contains_key(VISIBLE_GPUS));
     }
 }

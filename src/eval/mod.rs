@@ -27,7 +27,7 @@
 mod command;
 mod evaluator;
 mod external;
-mod model_dir;
+mod handoff;
 mod process;
 mod reply;
 mod subset;
@@ -47,6 +47,7 @@ pub use evaluator::{
     Cost, Direction, Evaluation, Evaluator, Failure, Objective, Outcome, Score, Trial,
 };
 pub use external::{ExternalConfig, PLACEHOLDERS};
+pub use handoff::{CandidateWriter, Handoff, check_room, free_bytes};
 pub use subset::{Strategy, Subset, SubsetSpec};
 pub use subset_study::{Study, StudyConfig, StudyRow, subset_study};
 pub use worker::WorkerEvaluator;
@@ -64,13 +65,25 @@ pub enum EvaluatorConfig {
     Worker(ExternalConfig),
 }
 
+/// Where one of a run's workers runs: its number and the GPU it owns, if it was placed on one
+/// (`--gpus`). External evaluators see them as `{worker}` and `{gpu}`, and a worker's programs
+/// start with `CUDA_VISIBLE_DEVICES` set to its GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The worker's number, from 0.
+    pub worker: usize,
+    /// Its GPU's index, as the driver numbers them.
+    pub gpu: Option<usize>,
+}
+
 /// What evaluators need to know about the run they serve.
 #[derive(Debug, Clone)]
 pub struct EvalContext {
-    /// The base model of the search space, if it has models (for writing candidates).
+    /// The base model of the search space, if it has models (external programs that read the
+    /// candidate need one).
     pub base: Option<PathBuf>,
-    /// Where candidates are written for external programs.
-    pub scratch: PathBuf,
+    /// The worker the evaluators serve.
+    pub placement: Placement,
     /// The run's seed.
     pub seed: u64,
     /// Progress of long set-up work (building the zoo, scoring the anchors' panel).
@@ -78,11 +91,19 @@ pub struct EvalContext {
 }
 
 impl EvalContext {
+    /// This context for the worker at `placement`.
+    pub fn placed(&self, placement: Placement) -> EvalContext {
+        EvalContext {
+            placement,
+            ..self.clone()
+        }
+    }
+
     /// A context for a space without models, writing nothing, showing no progress.
     pub fn without_models(seed: u64) -> EvalContext {
         EvalContext {
             base: None,
-            scratch: std::env::temp_dir(),
+            placement: Placement::default(),
             seed,
             progress: ProgressBar::hidden(),
         }

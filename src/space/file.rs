@@ -62,6 +62,10 @@ pub struct BudgetSpec {
     /// Trials evaluated at once.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// One worker per listed GPU (instead of `workers`): its merger on that GPU when the run's
+    /// device is a GPU, and its external programs started with `CUDA_VISIBLE_DEVICES` set to it.
+    #[serde(default)]
+    pub gpus: Option<Vec<usize>>,
     /// Failed trials in a row that stop the run (default 10; 0 never stops).
     #[serde(default)]
     pub max_failures: Option<usize>,
@@ -202,6 +206,12 @@ pub fn from_value(
         return Err(fail(
             "budget",
             "trials, batch and workers must be at least 1".into(),
+        ));
+    }
+    if spec.budget.gpus.as_ref().is_some_and(Vec::is_empty) {
+        return Err(fail(
+            "budget.gpus",
+            "lists no GPU: give their indices, e.g. gpus = [0, 1]".into(),
         ));
     }
     if spec.budget.items == Some(0) {

@@ -10,10 +10,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::StudyError;
-use super::runner::{EvaluatorFactory, TrialRunner};
+use super::runner::{EvaluatorFactory, TrialRunner, WorkerSetup};
 use super::trial::{Scalarizer, TrialAt};
 use crate::eval::Score;
-use crate::merge::Merger;
 use crate::record::{Status, TrialRecord, read_json, write_json_atomic};
 use crate::space::Space;
 
@@ -48,12 +47,13 @@ pub fn read_heldout(dir: &Path) -> Result<Option<HeldoutScore>, StudyError> {
     Ok(Some(read_json(&path)?))
 }
 
-/// Scores `chosen` with the held-out evaluators `build` makes and records it in `dir`, unless
+/// Scores `chosen` on the worker `setup` with the held-out evaluators `build` makes and records
+/// it in `dir`, unless
 /// `dir` already holds its successful score (a finished run resumed with nothing left to do;
 /// a failed held-out scoring is tried again).
 pub(crate) fn score_heldout<B: Backend>(
     space: &Space,
-    merger: Option<&Merger<B>>,
+    setup: WorkerSetup<'_, B>,
     build: &EvaluatorFactory<'_, B>,
     dir: &Path,
     chosen: &TrialRecord,
@@ -65,12 +65,13 @@ pub(crate) fn score_heldout<B: Backend>(
         space: space.file.clone(),
         problem: format!("[[heldout]]: {problem}"),
     };
-    let evaluators = build().map_err(|error| StudyError::Evaluators {
-        space: space.file.clone(),
-        error,
-    })?;
+    let evaluators =
+        build(&setup.placement, &setup.device).map_err(|error| StudyError::Evaluators {
+            space: space.file.clone(),
+            error,
+        })?;
     let scalarizer = Scalarizer::new(&space.objectives, &evaluators).map_err(fail)?;
-    let mut runner = TrialRunner::new(space, merger, &scalarizer, build, evaluators);
+    let mut runner = TrialRunner::new(space, setup, &scalarizer, build, evaluators);
     let record = runner.run(TrialAt {
         id: chosen.id,
         generation: chosen.generation,

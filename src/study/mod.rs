@@ -17,6 +17,7 @@ mod failures;
 mod heldout;
 mod rungs;
 mod runner;
+mod scratch;
 mod trial;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,9 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 pub use failures::{DEFAULT_MAX_FAILURES, FailurePolicy, FailureStreak};
-pub use runner::{EvaluatorFactory, TrialRunner, panic_message, quiet_caught_panics};
+pub use runner::{EvaluatorFactory, TrialRunner, WorkerSetup, panic_message, quiet_caught_panics};
+use scratch::Scratch;
+pub use scratch::{SCRATCH_DIR, scratch_dir};
 
 use heldout::score_heldout;
 pub use heldout::{HELDOUT_FILE, HeldoutScore, read_heldout};
@@ -39,8 +42,7 @@ pub use rungs::{promoted, top_rung};
 use runner::guarded;
 pub use trial::{PREDICTED_SCALAR, Scalarizer, TrialAt, run_trial};
 
-use crate::eval::{EvalConfigError, EvalContext, Objective, build_all};
-use crate::interrupt;
+use crate::eval::{CandidateWriter, EvalConfigError, EvalContext, Objective, Placement, build_all};
 use crate::merge::MergeError;
 use crate::optim::{AnyOptimizer, Optimizer, Told};
 use crate::record::{
@@ -51,9 +53,6 @@ use crate::space::{Fidelity, Space};
 
 /// The optimizer snapshot file of a run directory.
 pub const OPTIMIZER_FILE: &str = "optimizer.json";
-
-/// The scratch folder of a run directory (candidates written for external evaluators).
-pub const SCRATCH_DIR: &str = "scratch";
 
 /// How to run a study.
 #[derive(Debug, Clone)]
@@ -66,6 +65,13 @@ pub struct RunOptions {
     pub resume: bool,
     /// Trials evaluated at once (default: the space's, else 1).
     pub workers: Option<usize>,
+    /// One worker per listed GPU, instead of `workers` (default: the space's `budget.gpus`).
+    /// Each worker's merger sits on its GPU when the run's device is a GPU (on the CPU
+    /// otherwise), and its external programs see only that GPU.
+    pub gpus: Option<Vec<usize>>,
+    /// Where to write the candidates external evaluators read (default: shared memory when it
+    /// has room, else the run directory; see [`scratch_dir`]).
+    pub scratch: Option<PathBuf>,
 }
 
 /// A study failed before or between trials (a trial's own failure is recorded, not raised).
@@ -96,6 +102,9 @@ pub enum StudyError {
     /// The optimizer cannot be built with these settings.
     #[error("optimizer: {0}")]
     Optimizer(String),
+    /// The workers cannot be placed as asked.
+    #[error("workers: {0}")]
+    Workers(String),
     /// The run directory does not hold what was asked: a run where a new one was to start, no
     /// run to resume, or a run whose settings or inputs changed.
     #[error("{0}")]
@@ -187,12 +196,16 @@ pub fn run<B: Backend>(
 ) -> Result<RunSummary, StudyError> {
     let context = EvalContext {
         base: space.models.as_ref().map(|m| m.base.clone()),
-        scratch: options.out.join(SCRATCH_DIR),
+        placement: Placement::default(),
         seed: space.seed,
         progress: progress.clone(),
     };
-    let build = || build_all::<B>(&space.evaluators, &context, device);
-    let heldout = || build_all::<B>(&space.heldout, &context, device);
+    let build = |placement: &Placement, device: &B::Device| {
+        build_all::<B>(&space.evaluators, &context.placed(*placement), device)
+    };
+    let heldout = |placement: &Placement, device: &B::Device| {
+        build_all::<B>(&space.heldout, &context.placed(*placement), device)
+    };
     let heldout: &EvaluatorFactory<'_, B> = &heldout;
     run_with(
         space,
@@ -207,7 +220,9 @@ pub fn run<B: Backend>(
 }
 
 /// [`run`] with the evaluators `build` makes (once per worker, and again after a panic), and
-/// the held-out evaluators `heldout` makes (once, for the chosen trial of a finished run).
+/// the held-out evaluators `heldout` makes (once, for the chosen trial of a finished run, as
+/// worker 0). `device` is the merger's device; with GPUs ([`RunOptions::gpus`]) and a GPU
+/// backend, each worker gets the device of its own GPU instead.
 #[allow(clippy::too_many_arguments)]
 pub fn run_with<B: Backend>(
     space: &Space,
@@ -228,15 +243,23 @@ pub fn run_with<B: Backend>(
             error,
         })
     };
-    let merger = match &space.models {
-        None => None,
-        Some(models) => {
-            progress.set_message("loading the base and the experts");
-            Some(models.merger::<B>(device)?)
+    let placements = placements(space, options)?;
+    let devices: Vec<B::Device> = placements
+        .iter()
+        .map(|p| worker_device::<B>(device, p))
+        .collect();
+    // One merger per distinct device, shared by the workers on it.
+    let mut mergers: Vec<(B::Device, crate::merge::Merger<B>)> = Vec::new();
+    if let Some(models) = &space.models {
+        for d in &devices {
+            if !mergers.iter().any(|(m, _)| m == d) {
+                progress.set_message(format!("loading the base and the experts on {d:?}"));
+                mergers.push((d.clone(), models.merger::<B>(d)?));
+            }
         }
-    };
-    let workers = options.workers.or(space.budget.workers).unwrap_or(1).max(1);
-    let first = evaluators(build())?;
+    }
+    let merger_on = |d: &B::Device| mergers.iter().find(|(m, _)| m == d).map(|(_, m)| m);
+    let first = evaluators(build(&placements[0], &devices[0]))?;
     if space.fidelity.is_some()
         && let Some(e) = first.iter().find(|e| !e.takes_items())
     {
@@ -261,23 +284,27 @@ pub fn run_with<B: Backend>(
         .collect();
     let info = run_info(space, &options.optimizer, objectives)?;
     let mut info = prepare_dir(dir, options.resume, info)?;
-    let _scratch = Scratch::fresh(&dir.join(SCRATCH_DIR))?;
-    let mut runners = vec![TrialRunner::new(
-        space,
-        merger.as_ref(),
-        &scalarizer,
-        build,
-        first,
-    )];
-    for _ in 1..workers {
-        let more = evaluators(build())?;
-        runners.push(TrialRunner::new(
-            space,
-            merger.as_ref(),
-            &scalarizer,
-            build,
-            more,
-        ));
+    let (_scratch, writer) = match &space.models {
+        Some(models) if first.iter().any(|e| e.takes_model()) => {
+            let (scratch, writer) = hand_off_place(dir, &models.base, options, placements.len())?;
+            progress.println(format!(
+                "candidates for external evaluators are written to {}",
+                scratch.path().display()
+            ));
+            (Some(scratch), Some(writer))
+        }
+        _ => (None, None),
+    };
+    let setup = |i: usize| WorkerSetup {
+        placement: placements[i],
+        device: devices[i].clone(),
+        merger: merger_on(&devices[i]),
+        writer: writer.as_ref(),
+    };
+    let mut runners = vec![TrialRunner::new(space, setup(0), &scalarizer, build, first)];
+    for i in 1..placements.len() {
+        let more = evaluators(build(&placements[i], &devices[i]))?;
+        runners.push(TrialRunner::new(space, setup(i), &scalarizer, build, more));
     }
 
     let snapshot_path = dir.join(OPTIMIZER_FILE);
@@ -423,7 +450,7 @@ pub fn run_with<B: Backend>(
     let heldout = match (heldout, best_trial(&trials)) {
         (Some(build), Some(chosen)) if !interrupted => {
             progress.set_message(format!("scoring trial {} on the held-out data", chosen.id));
-            Some(score_heldout(space, merger.as_ref(), build, dir, chosen)?)
+            Some(score_heldout(space, setup(0), build, dir, chosen)?)
         }
         _ => None,
     };
@@ -434,6 +461,69 @@ pub fn run_with<B: Backend>(
         seconds: started.elapsed().as_secs_f64(),
         heldout,
     })
+}
+
+/// One placement per worker: one per GPU of `options.gpus` (else the space's `budget.gpus`),
+/// else `workers` of them on no GPU.
+fn placements(space: &Space, options: &RunOptions) -> Result<Vec<Placement>, StudyError> {
+    let gpus = options.gpus.as_ref().or(space.budget.gpus.as_ref());
+    match gpus {
+        Some(gpus) if gpus.is_empty() => Err(StudyError::Workers(
+            "--gpus lists no GPU: give their indices, e.g. --gpus 0,1".into(),
+        )),
+        Some(gpus) => {
+            if let Some(w) = options.workers.filter(|&w| w != gpus.len()) {
+                return Err(StudyError::Workers(format!(
+                    "--workers {w} and {} GPUs: with GPUs, one worker runs per GPU (list a GPU twice to run two workers on it)",
+                    gpus.len()
+                )));
+            }
+            Ok(gpus
+                .iter()
+                .enumerate()
+                .map(|(worker, &gpu)| Placement {
+                    worker,
+                    gpu: Some(gpu),
+                })
+                .collect())
+        }
+        None => {
+            let workers = options.workers.or(space.budget.workers).unwrap_or(1).max(1);
+            Ok((0..workers)
+                .map(|worker| Placement { worker, gpu: None })
+                .collect())
+        }
+    }
+}
+
+/// The device of the worker at `placement`: its GPU on a GPU backend, else the run's `device`
+/// (a CPU backend has one device whatever the index).
+fn worker_device<B: Backend>(device: &B::Device, placement: &Placement) -> B::Device {
+    use burn::tensor::backend::{Device as _, DeviceId};
+    match placement.gpu {
+        Some(gpu) => B::Device::from_id(DeviceId::new(device.to_id().type_id, gpu as u16)),
+        None => device.clone(),
+    }
+}
+
+/// The scratch folder (emptied) and the candidate writer of a run whose evaluators read
+/// candidates merged from `base`.
+fn hand_off_place(
+    dir: &Path,
+    base: &Path,
+    options: &RunOptions,
+    workers: usize,
+) -> Result<(Scratch, CandidateWriter), StudyError> {
+    let unusable = |e: String| StudyError::RunDir(format!("cannot hand candidates over: {e}"));
+    let bytes = CandidateWriter::candidate_bytes(base).map_err(unusable)?;
+    let scratch = Scratch::fresh(&scratch_dir(
+        dir,
+        options.scratch.as_deref(),
+        bytes,
+        workers,
+    ))?;
+    let writer = CandidateWriter::new(base, scratch.path()).map_err(unusable)?;
+    Ok((scratch, writer))
 }
 
 /// Runs one call into the optimizer: a panic there (an edited `optimizer.json`, a bug) ends the
@@ -629,28 +719,6 @@ fn evaluate_batch<B: Backend>(
     match recorder.error.take() {
         Some(e) => Err(e.into()),
         None => Ok(std::mem::take(&mut recorder.records)),
-    }
-}
-
-/// The run's scratch folder, emptied of what a killed process left, and removed at the end (or
-/// on a second Ctrl-C).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn fresh(path: &Path) -> Result<Scratch, RecordError> {
-        if path.exists() {
-            std::fs::remove_dir_all(path).map_err(|e| RecordError::io(path, e))?;
-        }
-        std::fs::create_dir_all(path).map_err(|e| RecordError::io(path, e))?;
-        interrupt::register_scratch(path);
-        Ok(Scratch(path.to_path_buf()))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        interrupt::unregister_scratch(&self.0);
     }
 }
 

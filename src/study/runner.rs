@@ -14,21 +14,39 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use burn::prelude::*;
 
 use super::trial::{Scalarizer, TrialAt, failed_trial, run_trial};
-use crate::eval::{EvalConfigError, Evaluator};
+use crate::eval::{CandidateWriter, EvalConfigError, Evaluator, Placement};
 use crate::failpoint;
 use crate::merge::Merger;
 use crate::record::{TrialRecord, now};
 use crate::space::Space;
 
-/// Builds one worker's evaluators: at the start, and again after a panic.
-pub type EvaluatorFactory<'a, B> =
-    dyn Fn() -> Result<Vec<Box<dyn Evaluator<B>>>, EvalConfigError> + Sync + 'a;
+/// Builds the evaluators of the worker at a placement, on its device: at the start, and again
+/// after a panic.
+pub type EvaluatorFactory<'a, B> = dyn Fn(&Placement, &DeviceOf<B>) -> Result<Vec<Box<dyn Evaluator<B>>>, EvalConfigError>
+    + Sync
+    + 'a;
+
+/// The device type of backend `B`.
+type DeviceOf<B> = <B as burn::tensor::backend::BackendTypes>::Device;
+
+/// What one worker works with: where it runs, its device, the merger on that device and the
+/// writer that hands candidates to external programs.
+pub struct WorkerSetup<'a, B: Backend> {
+    /// Its number and GPU.
+    pub placement: Placement,
+    /// The device its merger and built-in evaluators use.
+    pub device: B::Device,
+    /// The merger, when the space has models.
+    pub merger: Option<&'a Merger<B>>,
+    /// The candidate writer, when an evaluator reads candidates from disk.
+    pub writer: Option<&'a CandidateWriter>,
+}
 
 /// Runs trials for one worker: decode, merge, evaluate, scalarize, a panic becoming a failed
 /// trial.
 pub struct TrialRunner<'a, B: Backend> {
     space: &'a Space,
-    merger: Option<&'a Merger<B>>,
+    setup: WorkerSetup<'a, B>,
     scalarizer: &'a Scalarizer,
     build: &'a EvaluatorFactory<'a, B>,
     /// `None` after a panic, until rebuilt.
@@ -38,17 +56,18 @@ pub struct TrialRunner<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> TrialRunner<'a, B> {
-    /// A runner starting with `evaluators` (made by `build`, which makes their replacements).
+    /// A runner for the worker `setup` starting with `evaluators` (made by `build`, which
+    /// makes their replacements).
     pub fn new(
         space: &'a Space,
-        merger: Option<&'a Merger<B>>,
+        setup: WorkerSetup<'a, B>,
         scalarizer: &'a Scalarizer,
         build: &'a EvaluatorFactory<'a, B>,
         evaluators: Vec<Box<dyn Evaluator<B>>>,
     ) -> TrialRunner<'a, B> {
         TrialRunner {
             space,
-            merger,
+            setup,
             scalarizer,
             build,
             evaluators: Some(evaluators),
@@ -72,7 +91,8 @@ impl<'a, B: Backend> TrialRunner<'a, B> {
         } = at;
         let started = now();
         if self.evaluators.is_none() {
-            match guarded(|| (self.build)()) {
+            let setup = &self.setup;
+            match guarded(|| (self.build)(&setup.placement, &setup.device)) {
                 Ok(Ok(fresh)) => {
                     self.evaluators = Some(fresh);
                     self.builds += 1;
@@ -88,10 +108,11 @@ impl<'a, B: Backend> TrialRunner<'a, B> {
             }
         }
         let evaluators = self.evaluators.as_mut().expect("built above");
-        let (space, merger, scalarizer) = (self.space, self.merger, self.scalarizer);
+        let (space, scalarizer) = (self.space, self.scalarizer);
+        let (merger, writer) = (self.setup.merger, self.setup.writer);
         let outcome = guarded(|| {
             failpoint::hit(failpoint::TRIAL_PANIC);
-            run_trial(space, merger, evaluators, scalarizer, at)
+            run_trial(space, merger, writer, evaluators, scalarizer, at)
         });
         match outcome {
             Ok(record) => record,

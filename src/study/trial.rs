@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
-use crate::eval::{Direction, Evaluator, Trial};
+use crate::eval::{CandidateWriter, Direction, Evaluator, Handoff, Trial};
 use crate::merge::Merger;
 use crate::record::{Status, TrialRecord, now};
 use crate::rng::derive_seed;
@@ -110,11 +110,14 @@ pub struct TrialAt<'a> {
 }
 
 /// Runs trial `at`: decodes its point, materializes the merge, runs every evaluator (at the
-/// rung's items per task) and scalarizes. Every failure is a failed record, never an error; a
-/// panic is left to the caller's guard ([`super::TrialRunner`]).
+/// rung's items per task; those that read the candidate from disk share one copy, written by
+/// `writer` when the first asks and removed at the end) and scalarizes. Every failure is a
+/// failed record, never an error; a panic is left to the caller's guard
+/// ([`super::TrialRunner`]).
 pub fn run_trial<B: Backend>(
     space: &Space,
     merger: Option<&Merger<B>>,
+    writer: Option<&CandidateWriter>,
     evaluators: &mut [Box<dyn Evaluator<B>>],
     scalarizer: &Scalarizer,
     at: TrialAt<'_>,
@@ -144,11 +147,15 @@ pub fn run_trial<B: Backend>(
     let mut counted = Some(0);
     let mut error = candidate.as_ref().err().cloned();
     if let Ok(candidate) = &candidate {
+        let handoff = writer
+            .zip(candidate.as_ref())
+            .map(|(writer, c)| Handoff::new(writer, c, format!("trial-{id}")));
         let trial = Trial {
             id,
             seed: derive_seed(space.seed, "trial", id),
             params: &decoded.params,
             candidate: candidate.as_ref(),
+            model: handoff.as_ref(),
             items,
         };
         for evaluator in evaluators.iter_mut() {

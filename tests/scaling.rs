@@ -1,0 +1,258 @@
+//! Running a search on several workers: workers give the trials of one, each worker's place
+//! (`--gpus`, `{gpu}`, `{worker}`) reaches its evaluators, and a candidate is handed to external
+//! evaluators once per trial, in the scratch place chosen, with a clear failure when it has no
+//! room.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mergesearch::record::{Status, TrialRecord, read_journal};
+
+use crate::common::TempDir;
+use crate::faults::{expect_exit, mergesearch};
+use crate::study::{models, models_table, write};
+
+/// `mergesearch run SPACE --optimizer cmaes --out OUT ARGS`.
+fn run(space: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "run",
+        space.to_str().unwrap(),
+        "--optimizer",
+        "cmaes",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    mergesearch(&args)
+}
+
+/// A space over three experts' weights with `evaluators` (TOML tables) and `budget`.
+fn space(tmp: &TempDir, evaluators: &str, budget: &str) -> PathBuf {
+    let models = models(tmp);
+    let text = format!(
+        "seed = 4\n{}\n[merge]\nmethod = \"task_arithmetic\"\n[[params]]\nname = \"weight\"\nscope = \"expert\"\nlow = 0.0\nhigh = 1.0\n{evaluators}\n[[objectives]]\nname = \"loss\"\n[budget]\n{budget}\n",
+        models_table(&models.0, &models.1)
+    );
+    write(tmp.path(), "space.toml", &text)
+}
+
+/// A Python program, written to `dir/name`, as the start of an argv.
+fn program(dir: &TempDir, name: &str, text: &str) -> String {
+    let path = write(dir.path(), name, text);
+    format!("\"python3\", {:?}", path.display().to_string())
+}
+
+/// Reports its argv's worker and gpu, and the GPUs it may see, with a loss from the params.
+const PLACED: &str = "import json, os, sys\n\
+p = json.loads(sys.argv[1])\n\
+seen = os.environ.get('CUDA_VISIBLE_DEVICES', '-1')\n\
+print(json.dumps({'scores': {'loss': sum((v - 0.3) ** 2 for v in p.values()), 'worker': int(sys.argv[2]), 'gpu': int(sys.argv[3]), 'visible': int(seen), 'tag': int(os.environ['TAG'])}}))\n";
+
+#[test]
+fn each_worker_gets_its_gpu_and_two_workers_give_the_trials_of_one() {
+    let tmp = TempDir::new("scaling", "placement");
+    let evaluator = format!(
+        "[[evaluators]]\nkind = \"command\"\nargv = [{}, \"{{params_json}}\", \"{{worker}}\", \"{{gpu}}\"]\nenv = {{ TAG = \"7{{gpu}}\" }}\nobjectives = {{ loss = \"minimize\" }}\n",
+        program(&tmp, "placed.py", PLACED)
+    );
+    let space = space(&tmp, &evaluator, "trials = 12\nbatch = 4");
+    let placed = tmp.join("placed");
+    let out = run(&space, &placed, &["--gpus", "3,5"]).output().unwrap();
+    expect_exit(&out, 0, "a run on two GPUs");
+    let trials = read_journal(&placed).unwrap();
+    assert_eq!(trials.len(), 12);
+    let mut workers = std::collections::BTreeSet::new();
+    for t in &trials {
+        assert_eq!(t.status, Status::Ok, "{:?}", t.error);
+        let (worker, gpu) = (t.scores["worker"].value, t.scores["gpu"].value);
+        assert_eq!(
+            gpu,
+            [3.0, 5.0][worker as usize],
+            "worker {worker} owns its GPU"
+        );
+        assert_eq!(
+            t.scores["visible"].value, gpu,
+            "CUDA_VISIBLE_DEVICES is the GPU"
+        );
+        assert_eq!(t.scores["tag"].value, 70.0 + gpu, "{{gpu}} in env");
+        workers.insert(worker as usize);
+    }
+    assert_eq!(workers.len(), 2, "both workers ran trials");
+
+    // Batch optimizers: the same trials on one GPU (one worker) as on two.
+    let single = tmp.join("single");
+    let out = run(&space, &single, &["--gpus", "3"]).output().unwrap();
+    expect_exit(&out, 0, "a run on one GPU");
+    let same = |trials: &[TrialRecord]| -> Vec<(Vec<f64>, f64)> {
+        let mut by_id: Vec<&TrialRecord> = trials.iter().collect();
+        by_id.sort_by_key(|t| t.id);
+        by_id
+            .iter()
+            .map(|t| (t.point.clone(), t.scores["loss"].value))
+            .collect()
+    };
+    assert_eq!(same(&read_journal(&single).unwrap()), same(&trials));
+
+    // {gpu} in a run without GPUs is refused before anything runs, naming the fix.
+    let out = run(&space, &tmp.join("no-gpus"), &["--workers", "2"])
+        .output()
+        .unwrap();
+    let err = expect_exit(&out, 2, "{gpu} without --gpus");
+    assert!(err.contains("--gpus"), "{err}");
+    // --workers that disagrees with --gpus is refused.
+    let out = run(
+        &space,
+        &tmp.join("both"),
+        &["--gpus", "0", "--workers", "2"],
+    )
+    .output()
+    .unwrap();
+    let err = expect_exit(&out, 2, "--workers against --gpus");
+    assert!(err.contains("one worker runs per GPU"), "{err}");
+}
+
+/// Marks the candidate's folder on its first look (`first`), or checks the mark (`later`);
+/// fails the first attempt of each trial when asked (`flaky`), to be retried.
+const HANDOFF: &str = r#"import json, os, sys
+role, d, trial, log = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+assert os.path.isfile(os.path.join(d, 'model.safetensors'))
+mark = os.path.join(d, 'looked-at')
+with open(log, 'a') as f:
+    f.write(json.dumps({'role': role, 'trial': int(trial), 'dir': d, 'marked': os.path.exists(mark)}) + '\n')
+if role == 'first':
+    open(mark, 'w').close()
+if role == 'flaky':
+    tries = os.path.join(os.path.dirname(log), f'tries-{trial}')
+    if not os.path.exists(tries):
+        open(tries, 'w').close()
+        sys.exit('first attempt fails')
+print(json.dumps({'scores': {'loss' if role == 'first' else 'other': 1.0}}))
+"#;
+
+#[test]
+fn a_candidate_is_written_once_per_trial_for_two_evaluators_and_a_retry() {
+    let tmp = TempDir::new("scaling", "handoff");
+    let program = program(&tmp, "handoff.py", HANDOFF);
+    let log = tmp.join("looks.jsonl");
+    let table = |role: &str, objective: &str, extra: &str| {
+        format!(
+            "[[evaluators]]\nkind = \"command\"\nname = \"{role}\"\nargv = [{program}, \"{role}\", \"{{model_dir}}\", \"{{trial_id}}\", {:?}]\nobjectives = {{ {objective} = \"minimize\" }}\n{extra}",
+            log.display().to_string()
+        )
+    };
+    let evaluators = format!(
+        "{}{}",
+        table("first", "loss", ""),
+        table("flaky", "other", "retries = 1\n")
+    );
+    let space = space(&tmp, &evaluators, "trials = 3\nbatch = 3");
+    let fast = tmp.join("fast");
+    std::fs::create_dir_all(&fast).unwrap();
+    let out = run(
+        &space,
+        &tmp.join("run"),
+        &["--scratch", fast.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    expect_exit(&out, 0, "a run with two evaluators of the candidate");
+    for t in read_journal(&tmp.join("run")).unwrap() {
+        assert_eq!(t.status, Status::Ok, "{:?}", t.error);
+    }
+    let looks: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        looks.len(),
+        9,
+        "each trial: one look, then two attempts of the flaky one"
+    );
+    for trial in 0..3 {
+        let of: Vec<&serde_json::Value> = looks.iter().filter(|l| l["trial"] == trial).collect();
+        assert_eq!(of.len(), 3);
+        let dir = of[0]["dir"].as_str().unwrap();
+        assert!(
+            Path::new(dir).starts_with(&fast),
+            "written in the chosen place: {dir}"
+        );
+        for later in &of[1..] {
+            assert_eq!(later["dir"], dir, "one folder per trial");
+            assert_eq!(later["marked"], true, "not written again: {later}");
+        }
+    }
+    let left: Vec<_> = walk(&fast);
+    assert!(left.is_empty(), "the scratch place is emptied: {left:?}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// A small file system mounted at `dir` for as long as this lives.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    /// A 1 MiB tmpfs at `dir`, or why it cannot be mounted here.
+    fn tmpfs(dir: &Path) -> Result<Mounted, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Mounted(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_scratch_place_without_room_fails_the_trials_not_the_run() {
+    let tmp = TempDir::new("scaling", "full");
+    let small = tmp.join("small");
+    let _mounted = match Mounted::tmpfs(&small) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a small tmpfs here ({why})");
+            return;
+        }
+    };
+    let evaluators = format!(
+        "[[evaluators]]\nkind = \"command\"\nargv = [{}, \"first\", \"{{model_dir}}\", \"{{trial_id}}\", \"/dev/null\"]\nobjectives = {{ loss = \"minimize\" }}\n",
+        program(&tmp, "handoff.py", HANDOFF)
+    );
+    let space = space(&tmp, &evaluators, "trials = 3\nbatch = 3");
+    let dir = tmp.join("run");
+    let out = run(&space, &dir, &["--scratch", small.to_str().unwrap()])
+        .output()
+        .unwrap();
+    expect_exit(&out, 0, "a run whose scratch place is full");
+    let trials = read_journal(&dir).unwrap();
+    assert_eq!(trials.len(), 3, "every trial is recorded");
+    for t in &trials {
+        assert_eq!(t.status, Status::Failed);
+        let why = t.error.as_deref().unwrap();
+        assert!(why.contains("no room for the candidate"), "{why}");
+        assert!(why.contains(small.to_str().unwrap()), "{why}");
+        assert!(why.contains("--scratch"), "{why}");
+    }
+}
