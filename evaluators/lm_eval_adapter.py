@@ -10,6 +10,12 @@ is loaded, evaluated and released, GPU memory included, before the reply):
 
     lm_eval_adapter.py --worker --tasks arc_easy,hellaswag:acc_norm [options]
 
+Resident worker mode (hf backend only; the model is created once from the base, and each
+request's candidate tensors are copied into it in place with inplace_weights.load_in_place,
+instead of building a new model per trial):
+
+    lm_eval_adapter.py --worker --resident --base DIR --tasks arc_easy [options]
+
 Scores: one per task, named after the task as given in --tasks, holding that task's metric
 (--metric, or the TASK:METRIC form), plus "mean" (the unweighted mean of the tasks' values) and
 the extras "n_items" (benchmark items scored) and "eval_seconds". Standard errors come from
@@ -36,7 +42,7 @@ import time
 import traceback
 
 DEFAULT_SEED = 1234
-RESERVED_NAMES = ("mean", "n_items", "eval_seconds")
+RESERVED_NAMES = ("mean", "n_items", "eval_seconds", "load_seconds")
 
 
 class AdapterError(Exception):
@@ -121,6 +127,13 @@ def build_parser():
     mode.add_argument("--worker", action="store_true",
                       help="worker mode: read {\"trial_id\", \"seed\", \"params\", \"model_dir\"} "
                       "requests from stdin, one per line, until EOF")
+    mode.add_argument("--resident", action="store_true",
+                      help="worker mode, hf backend: create the model once from --base and load "
+                      "each request's candidate into it in place (evaluators/inplace_weights.py) "
+                      "instead of building a new model per trial")
+    mode.add_argument("--base", metavar="DIR", default=None,
+                      help="with --resident: the base model directory (config.json, safetensors, "
+                      "tokenizer) the resident model is created from")
     mode.add_argument("--seed", type=int, default=None,
                       help="seed of lm_eval's python/numpy/torch/few-shot generators (and of "
                       "vLLM); reduced modulo 2^32. Command mode: pass {seed}, default "
@@ -187,6 +200,19 @@ def parse_args(argv=None):
         parser.error("--model-dir is for command mode; a worker reads model_dir from each request")
     if not args.worker and args.model_dir is None:
         parser.error("give --model-dir DIR (command mode) or --worker")
+    if args.resident:
+        if args.backend == "vllm":
+            parser.error("--resident is not supported with --backend vllm: vLLM in-place update "
+                         "is not supported yet (use --backend hf, or --worker without --resident)")
+        if not args.worker:
+            parser.error("--resident is a worker mode: add --worker")
+        if args.base is None:
+            parser.error("--resident needs --base DIR, the model created once")
+        if not os.path.isfile(os.path.join(args.base, "config.json")):
+            parser.error(f"--base {args.base}: no config.json there (not a Hugging Face model "
+                         "directory)")
+    elif args.base is not None:
+        parser.error("--base is for --resident (a plain worker loads each request's model_dir)")
     if args.num_fewshot is not None and args.num_fewshot < 0:
         parser.error("--num-fewshot must be >= 0")
     if args.bootstrap_iters < 0:
@@ -344,21 +370,74 @@ def free_memory(harness):
         torch.cuda.ipc_collect()
 
 
-def evaluate_model(harness, args, model_dir, seed):
-    """Loads the model in model_dir, runs the tasks and returns the result object."""
+def create_model(harness, args, model_args, runtime):
+    """An lm_eval model object of args.backend."""
+    model_class = harness.registry.get_model(args.backend)
+    if hasattr(model_class, "create_from_arg_obj"):
+        return model_class.create_from_arg_obj(model_args, runtime)
+    return model_class(**model_args, **runtime)
+
+
+class Resident:
+    """--resident: the hf model, created once from --base; each candidate's tensors are copied
+    into its underlying transformers model (HFLM.model) in place."""
+
+    def __init__(self, harness, args):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        try:
+            import inplace_weights
+        except ImportError as e:
+            raise AdapterError(f"--resident needs evaluators/inplace_weights.py next to this "
+                               f"script and safetensors installed ({e})") from e
+        self.inplace = inplace_weights
+        started = time.monotonic()
+        self.model_args, runtime = model_arguments(harness, args, args.base, 0)
+        log(f"creating the resident model from {args.base} with hf {self.model_args} {runtime}")
+        self.lm = create_model(harness, args, self.model_args, runtime)
+        model = self.model
+        try:
+            n = inplace_weights.check_names(model, args.base)
+        except inplace_weights.WeightLoadError as e:
+            raise AdapterError(f"candidates cannot be loaded in place: the base's own checkpoint "
+                               f"does not fit the model ({e}); run without --resident") from e
+        log(f"resident model ready in {time.monotonic() - started:.1f} s ({n} tensors)")
+
+    @property
+    def model(self):
+        model = getattr(self.lm, "model", None)
+        if model is None or not hasattr(model, "state_dict"):
+            raise AdapterError(f"lm_eval's {type(self.lm).__name__} exposes no transformers model "
+                               "as .model: --resident cannot load weights into it")
+        return model
+
+    def load(self, model_dir):
+        """Copies model_dir's tensors into the resident model; returns the seconds taken."""
+        try:
+            n, seconds = self.inplace.load_in_place(self.model, model_dir)
+        except self.inplace.WeightLoadError as e:
+            raise AdapterError(f"cannot load {model_dir} in place: {e}") from None
+        log(f"loaded {n} tensors of {model_dir} in place in {seconds:.2f} s")
+        return seconds
+
+
+def evaluate_model(harness, args, model_dir, seed, resident=None):
+    """Loads the model in model_dir (a new one, or in place into the resident model), runs the
+    tasks and returns the result object."""
     if not os.path.isdir(model_dir):
         raise AdapterError(f"model_dir {model_dir!r} is not a directory")
     seed32 = seed % (1 << 32)
     started = time.monotonic()
-    model_args, runtime = model_arguments(harness, args, model_dir, seed32)
-    log(f"evaluating {model_dir} with {args.backend} {model_args} {runtime}, seed {seed32}")
-    model_class = harness.registry.get_model(args.backend)
     lm = None
+    load_seconds = None
     try:
-        if hasattr(model_class, "create_from_arg_obj"):
-            lm = model_class.create_from_arg_obj(model_args, runtime)
+        if resident is not None:
+            load_seconds = resident.load(model_dir)
+            lm, model_args = resident.lm, dict(resident.model_args)
+            log(f"evaluating {model_dir} in the resident model, seed {seed32}")
         else:
-            lm = model_class(**model_args, **runtime)
+            model_args, runtime = model_arguments(harness, args, model_dir, seed32)
+            log(f"evaluating {model_dir} with {args.backend} {model_args} {runtime}, seed {seed32}")
+            lm = create_model(harness, args, model_args, runtime)
         wanted = dict(
             model=lm,
             tasks=[task for task, _ in args.task_specs],
@@ -382,13 +461,16 @@ def evaluate_model(harness, args, model_dir, seed):
             log(f"lm_eval {harness.version} does not take {skipped}; ignored")
         results = harness.simple_evaluate(**kwargs)
     finally:
-        release(lm, args.backend)
+        if resident is None:
+            release(lm, args.backend)
         del lm
         free_memory(harness)
     if not results:
         raise AdapterError("lm_eval returned no results (not the rank-0 process?)")
     result = extract_scores(results, args.task_specs)
     result["scores"]["eval_seconds"] = time.monotonic() - started
+    if load_seconds is not None:
+        result["scores"]["load_seconds"] = load_seconds
     return result
 
 
@@ -517,7 +599,7 @@ def run_command(args, replies):
     return 0
 
 
-def handle_request(harness, args, line):
+def handle_request(harness, args, line, resident=None):
     request = json.loads(line)
     if not isinstance(request, dict):
         raise AdapterError("the request is not a JSON object")
@@ -528,16 +610,22 @@ def handle_request(harness, args, line):
     seed = args.seed if args.seed is not None else request.get("seed", DEFAULT_SEED)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise AdapterError(f"the request's seed is not an integer: {seed!r}")
-    return evaluate_model(harness, args, model_dir, seed)
+    return evaluate_model(harness, args, model_dir, seed, resident)
 
 
 def run_worker(args, replies):
+    resident = None
     try:
         harness = Harness(args.backend)
+        if args.resident:
+            resident = Resident(harness, args)
         load_error = None
-        log(f"worker ready (lm_eval {harness.version}, backend {args.backend})")
-    except AdapterError as e:
-        harness, load_error = None, str(e)
+        log(f"worker ready (lm_eval {harness.version}, backend {args.backend}"
+            + (f", resident model from {args.base})" if resident else ")"))
+    except Exception as e:
+        if not isinstance(e, AdapterError):
+            traceback.print_exc()
+        harness, load_error = None, error_text(e)
         log(f"error: {load_error}; every request will fail")
     while True:
         line = sys.stdin.readline()
@@ -550,7 +638,7 @@ def run_worker(args, replies):
             send(replies, {"error": load_error})
             continue
         try:
-            result = handle_request(harness, args, line)
+            result = handle_request(harness, args, line, resident)
             log(f"scores: {json.dumps(result)}")
         except Exception as e:
             if not isinstance(e, (AdapterError, json.JSONDecodeError)):

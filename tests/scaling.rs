@@ -6,11 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use mergesearch::checkpoint::Dtype;
+use mergesearch::fixtures::SyntheticSpec;
 use mergesearch::record::{Status, TrialRecord, read_journal};
 
 use crate::common::TempDir;
 use crate::faults::{expect_exit, mergesearch};
-use crate::study::{models, models_table, write};
+use crate::study::{models, models_of, models_table, write};
 
 /// `mergesearch run SPACE --optimizer cmaes --out OUT ARGS`.
 fn run(space: &Path, out: &Path, extra: &[&str]) -> Command {
@@ -255,4 +257,97 @@ fn a_scratch_place_without_room_fails_the_trials_not_the_run() {
         assert!(why.contains(small.to_str().unwrap()), "{why}");
         assert!(why.contains("--scratch"), "{why}");
     }
+}
+
+/// Why `python3` cannot run the transformers evaluators here, if it cannot.
+fn without_transformers() -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-c", "import torch, transformers, safetensors"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(
+            String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+        ),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[test]
+fn the_resident_transformers_worker_scores_as_a_fresh_load_does() {
+    if let Some(why) = without_transformers() {
+        eprintln!("skipped: python3 cannot import torch, transformers and safetensors ({why})");
+        return;
+    }
+    let tmp = TempDir::new("scaling", "resident");
+    let spec = SyntheticSpec {
+        layers: 2,
+        hidden: 64,
+        intermediate: 96,
+        vocab: 64,
+        dtype: Dtype::BF16,
+    };
+    let (base, experts) = models_of(&tmp, &spec);
+    let tokens: Vec<String> = (0..400u64)
+        .map(|i| ((i * 37 + i / 7) % 64).to_string())
+        .collect();
+    let tokens = write(tmp.path(), "tokens.txt", &tokens.join(" "));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("evaluators/hf_worker.py");
+    let common = format!(
+        "\"--tokens\", {:?}, \"--seq-len\", \"32\", \"--device\", \"cpu\", \"--dtype\", \"float32\"",
+        tokens.display().to_string()
+    );
+    let space_with = |name: &str, evaluator: String| {
+        let text = format!(
+            "seed = 5\n{}\n[merge]\nmethod = \"ties\"\n[[params]]\nname = \"weight\"\nscope = \"expert\"\nlow = 0.0\nhigh = 1.0\n{evaluator}\n[[objectives]]\nname = \"perplexity\"\n[budget]\ntrials = 4\nbatch = 2\n",
+            models_table(&base, &experts)
+        );
+        write(tmp.path(), name, &text)
+    };
+    let resident = space_with(
+        "resident.toml",
+        format!(
+            "[[evaluators]]\nkind = \"worker\"\nargv = [\"python3\", {:?}, \"--base\", {:?}, {common}]\nobjectives = {{ perplexity = \"minimize\" }}\ntimeout_s = 120\n",
+            script.display().to_string(),
+            base.display().to_string()
+        ),
+    );
+    let fresh = space_with(
+        "fresh.toml",
+        format!(
+            "[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", {:?}, \"--model-dir\", \"{{model_dir}}\", {common}]\nobjectives = {{ perplexity = \"minimize\" }}\ntimeout_s = 120\n",
+            script.display().to_string()
+        ),
+    );
+    let scored = |space: &Path, name: &str| -> Vec<(u64, f64, f64)> {
+        let out = run(space, &tmp.join(name), &[]).output().unwrap();
+        expect_exit(&out, 0, name);
+        let mut trials = read_journal(&tmp.join(name)).unwrap();
+        trials.sort_by_key(|t| t.id);
+        trials
+            .iter()
+            .map(|t| {
+                assert_eq!(t.status, Status::Ok, "{name}: {:?}", t.error);
+                (t.id, t.scores["perplexity"].value, t.scores["loads"].value)
+            })
+            .collect()
+    };
+    let resident = scored(&resident, "resident");
+    let fresh = scored(&fresh, "fresh");
+    assert_eq!(resident.len(), 4);
+    for ((id, in_place, loads), (_, reloaded, _)) in resident.iter().zip(&fresh) {
+        assert_eq!(*loads, 1.0, "trial {id}: the worker loaded the base once");
+        assert!(
+            (in_place - reloaded).abs() <= 1e-4 * reloaded,
+            "trial {id}: in place {in_place}, fresh load {reloaded}"
+        );
+    }
+    let distinct: std::collections::BTreeSet<u64> =
+        resident.iter().map(|r| r.1.to_bits()).collect();
+    assert!(distinct.len() > 1, "each candidate is scored: {resident:?}");
 }
