@@ -351,3 +351,79 @@ fn the_resident_transformers_worker_scores_as_a_fresh_load_does() {
         resident.iter().map(|r| r.1.to_bits()).collect();
     assert!(distinct.len() > 1, "each candidate is scored: {resident:?}");
 }
+
+#[test]
+fn a_worker_process_serves_the_trials_of_a_run_over_json_lines() {
+    let tmp = TempDir::new("scaling", "worker");
+    let evaluator = format!(
+        "[[evaluators]]\nkind = \"command\"\nargv = [{}, \"first\", \"{{model_dir}}\", \"{{trial_id}}\", \"/dev/null\"]\nobjectives = {{ loss = \"minimize\" }}\n\n[[evaluators]]\nkind = \"command\"\nargv = [\"python3\", \"-c\", \"import json,sys; p=json.loads(sys.argv[1]); print(json.dumps({{'scores': {{'spread': max(p.values()) - min(p.values())}}}}))\", \"{{params_json}}\"]\nobjectives = {{ spread = \"minimize\" }}\n",
+        program(&tmp, "handoff.py", HANDOFF)
+    );
+    let space = space(&tmp, &evaluator, "trials = 4\nbatch = 2");
+    let dir = tmp.join("run");
+    expect_exit(&run(&space, &dir, &[]).output().unwrap(), 0, "the run");
+    let recorded = read_journal(&dir).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mergesearch"))
+        .args(["worker", space.to_str().unwrap(), "--worker", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut requests: Vec<String> = recorded
+        .iter()
+        .map(|t| {
+            serde_json::json!({"id": t.id, "generation": t.generation, "point": t.point})
+                .to_string()
+        })
+        .collect();
+    requests.push("{\"id\": 9, \"point\": [0.5]}".into());
+    requests.push("not json".into());
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all((requests.join("\n") + "\n").as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the worker exits at end of input: {err}"
+    );
+    let replies: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), requests.len(), "one reply per request");
+    for (t, reply) in recorded.iter().zip(&replies) {
+        let served: TrialRecord = serde_json::from_value(reply.clone()).unwrap();
+        assert_eq!(served.status, Status::Ok, "{:?}", served.error);
+        assert_eq!((served.id, &served.point), (t.id, &t.point));
+        assert_eq!(served.params, t.params);
+        let values = |r: &TrialRecord| -> Vec<f64> { r.scores.values().map(|s| s.value).collect() };
+        assert_eq!(
+            values(&served),
+            values(t),
+            "trial {}: the run's scores",
+            t.id
+        );
+        assert_eq!(served.scalar, t.scalar);
+    }
+    let n = recorded.len();
+    assert!(
+        replies[n]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the point has 1 coordinates")
+    );
+    assert!(
+        replies[n + 1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a trial request")
+    );
+}

@@ -13,6 +13,7 @@ mod merge_config;
 mod rescore;
 mod study;
 mod sweep;
+mod worker;
 mod zoo;
 
 use std::path::PathBuf;
@@ -141,6 +142,30 @@ pub enum Command {
         /// Compute device: cpu or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
+    },
+    /// Serve trials of a space over JSON lines: one request per line on stdin ({"id", "point",
+    /// "generation", "items"}), the trial's record (as in trials.jsonl) per line on stdout. A
+    /// trial worker that can run wherever a command can be started.
+    Worker {
+        /// The search space.
+        space: PathBuf,
+        /// Override a key of the space (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Compute device of the merger and built-in evaluators: cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// This worker's GPU: its external evaluators see only it (CUDA_VISIBLE_DEVICES) and
+        /// get it as {gpu}.
+        #[arg(long)]
+        gpu: Option<usize>,
+        /// This worker's number, {worker} in evaluator argv and env.
+        #[arg(long, default_value_t = 0)]
+        worker: usize,
+        /// Where to write candidates for external evaluators (default: /dev/shm when it
+        /// exists, else the temporary folder).
+        #[arg(long, value_name = "DIR")]
+        scratch: Option<PathBuf>,
     },
     /// Print a run's Pareto front over its objectives and plot it (one SVG per pair of
     /// objectives, written into the run directory).
@@ -295,6 +320,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             device,
         } => study::eval(&space, &set, point.as_deref(), params.as_deref(), device),
         Command::Best { run, top } => study::best(&run, top),
+        Command::Worker {
+            space,
+            set,
+            device,
+            gpu,
+            worker,
+            scratch,
+        } => worker::serve_stdio(
+            &space,
+            &set,
+            device,
+            crate::eval::Placement { worker, gpu },
+            scratch,
+        ),
         Command::Front { run } => front::show_front(&run),
         Command::Sweep {
             space,

@@ -6,16 +6,17 @@ use anyhow::{Context, bail};
 use burn::prelude::Backend;
 use serde_json::json;
 
+use super::worker::with_trial_runner;
 use super::{UsageError, progress_bar};
 use crate::device::DeviceSpec;
-use crate::eval::{CandidateWriter, EvalContext, Placement, build_all};
+use crate::eval::Placement;
 use crate::interrupt;
 use crate::optim::{AnyOptimizer, Cmaes, CmaesOptions, by_name};
 use crate::record::{Status, TrialRecord, read_journal};
 use crate::space::Space;
 use crate::study::{
-    HeldoutScore, RunOptions, RunSummary, Scalarizer, TrialAt, TrialRunner, WorkerSetup,
-    best_trial, ranked_trials, read_heldout, run as run_study,
+    HeldoutScore, RunOptions, RunSummary, TrialAt, best_trial, ranked_trials, read_heldout,
+    run as run_study,
 };
 
 /// What `mergesearch run` was asked.
@@ -384,44 +385,18 @@ fn eval_point<B: Backend>(
     point: &[f64],
     device: &B::Device,
 ) -> anyhow::Result<TrialRecord> {
-    let merger = match &space.models {
-        None => None,
-        Some(models) => Some(models.merger::<B>(device)?),
-    };
-    let context = EvalContext {
-        base: space.models.as_ref().map(|m| m.base.clone()),
-        placement: Placement::default(),
-        seed: space.seed,
-        progress: progress_bar("zoo", "steps"),
-    };
-    let writer = match &space.models {
-        Some(models) => Some(
-            CandidateWriter::new(&models.base, &std::env::temp_dir())
-                .map_err(|e| anyhow::anyhow!("cannot hand the candidate over: {e}"))?,
-        ),
-        None => None,
-    };
-    let build = |placement: &Placement, device: &B::Device| {
-        build_all::<B>(&space.evaluators, &context.placed(*placement), device)
-    };
-    let evaluators = build(&context.placement, device)?;
-    let scalarizer = Scalarizer::new(&space.objectives, &evaluators).map_err(|problem| {
-        crate::study::StudyError::Objectives {
-            space: space.file.clone(),
-            problem,
-        }
-    })?;
-    let setup = WorkerSetup {
-        placement: context.placement,
-        device: device.clone(),
-        merger: merger.as_ref(),
-        writer: writer.as_ref(),
-    };
-    let mut runner = TrialRunner::new(space, setup, &scalarizer, &build, evaluators);
-    Ok(runner.run(TrialAt {
-        id: 0,
-        generation: 0,
-        point,
-        items: None,
-    }))
+    with_trial_runner::<B, _>(
+        space,
+        device,
+        Placement::default(),
+        &std::env::temp_dir(),
+        |runner| {
+            runner.run(TrialAt {
+                id: 0,
+                generation: 0,
+                point,
+                items: None,
+            })
+        },
+    )
 }

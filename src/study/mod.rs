@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use failures::{DEFAULT_MAX_FAILURES, FailurePolicy, FailureStreak};
 pub use runner::{EvaluatorFactory, TrialRunner, WorkerSetup, panic_message, quiet_caught_panics};
-use scratch::Scratch;
+pub use scratch::Scratch;
 pub use scratch::{SCRATCH_DIR, scratch_dir};
 
 use heldout::score_heldout;
