@@ -498,6 +498,7 @@ fn a_panic_or_a_nan_in_process_fails_that_trial_and_the_journal_reads_back() {
         workers: Some(1),
         gpus: None,
         scratch: None,
+        worker_command: None,
     };
     let summary = run_with::<Flex>(
         &space,

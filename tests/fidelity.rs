@@ -137,6 +137,7 @@ fn run(
         workers: Some(1),
         gpus: None,
         scratch: None,
+        worker_command: None,
     };
     run_with::<Flex>(
         space,

@@ -94,6 +94,24 @@ fn each_worker_gets_its_gpu_and_two_workers_give_the_trials_of_one() {
             .collect()
     };
     assert_eq!(same(&read_journal(&single).unwrap()), same(&trials));
+    // Workers in processes of their own (`mergesearch worker`) give the same trials, placed the
+    // same way.
+    let processes = tmp.join("processes");
+    let out = run(&space, &processes, &["--gpus", "3,5", "--worker-processes"])
+        .output()
+        .unwrap();
+    expect_exit(&out, 0, "a run on two worker processes");
+    let served = read_journal(&processes).unwrap();
+    assert_eq!(same(&served), same(&trials));
+    for t in &served {
+        let (worker, gpu) = (t.scores["worker"].value, t.scores["gpu"].value);
+        assert_eq!(
+            gpu,
+            [3.0, 5.0][worker as usize],
+            "worker {worker} owns its GPU"
+        );
+        assert_eq!(t.scores["visible"].value, gpu);
+    }
 
     // {gpu} in a run without GPUs is refused before anything runs, naming the fix.
     let out = run(&space, &tmp.join("no-gpus"), &["--workers", "2"])
@@ -426,4 +444,47 @@ fn a_worker_process_serves_the_trials_of_a_run_over_json_lines() {
             .unwrap()
             .contains("not a trial request")
     );
+}
+
+/// Kills the process that started it (its worker) at trial 2, once; else a loss.
+const KILLS_ITS_WORKER: &str = r#"import json, os, signal, sys
+p, trial, mark = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if trial == 2 and not os.path.exists(mark):
+    open(mark, 'w').close()
+    os.kill(os.getppid(), signal.SIGKILL)
+    sys.exit(1)
+print(json.dumps({'scores': {'loss': sum((v - 0.3) ** 2 for v in p.values())}}))
+"#;
+
+#[test]
+fn a_worker_process_that_dies_fails_only_its_trial_and_is_replaced() {
+    let tmp = TempDir::new("scaling", "dying");
+    let evaluator = format!(
+        "[[evaluators]]\nkind = \"command\"\nargv = [{}, \"{{params_json}}\", \"{{trial_id}}\", {:?}]\nobjectives = {{ loss = \"minimize\" }}\n",
+        program(&tmp, "kills.py", KILLS_ITS_WORKER),
+        tmp.join("killed-once").display().to_string()
+    );
+    let space = space(&tmp, &evaluator, "trials = 8\nbatch = 4");
+    let dir = tmp.join("run");
+    let out = run(&space, &dir, &["--workers", "2", "--worker-processes"])
+        .output()
+        .unwrap();
+    expect_exit(&out, 0, "a run whose worker process dies once");
+    let trials = read_journal(&dir).unwrap();
+    let mut ids: Vec<u64> = trials.iter().map(|t| t.id).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (0..8).collect::<Vec<u64>>(),
+        "every trial recorded once"
+    );
+    for t in &trials {
+        if t.id == 2 {
+            assert_eq!(t.status, Status::Failed);
+            let why = t.error.as_deref().unwrap();
+            assert!(why.contains("the worker process"), "{why}");
+        } else {
+            assert_eq!(t.status, Status::Ok, "trial {}: {:?}", t.id, t.error);
+        }
+    }
 }

@@ -195,6 +195,7 @@ fn run_with(
         workers: None,
         gpus: None,
         scratch: None,
+        worker_command: None,
     };
     let summary = run::<Flex>(
         &space,
@@ -498,6 +499,7 @@ fn stopping_mid_batch_keeps_the_finished_trials_and_resume_completes_the_batch()
             workers: None,
             gpus: None,
             scratch: None,
+            worker_command: None,
         };
         run::<Flex>(
             &space,

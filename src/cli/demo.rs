@@ -61,6 +61,8 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
         workers: None,
         gpus: None,
         scratch: None,
+        worker_processes: false,
+        launcher: None,
         max_failures: None,
         init_from: None,
     };

@@ -58,6 +58,15 @@ pub struct RunArgs {
     /// directory.
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+    /// Run each worker in a process of its own (`mergesearch worker`), which holds its own
+    /// merger and evaluators and gets only the trials' points.
+    #[arg(long)]
+    pub worker_processes: bool,
+    /// Start each worker process through this command, e.g. "ssh node{worker}" (implies
+    /// --worker-processes; {worker} and {gpu} are replaced; the space and models must be at
+    /// the same paths there).
+    #[arg(long, value_name = "COMMAND")]
+    pub launcher: Option<String>,
     /// Stop after this many failed trials in a row (overrides budget.max_failures, default 10;
     /// 0 never stops). The run can be resumed once the cause is fixed.
     #[arg(long, value_name = "N")]
@@ -194,6 +203,7 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
         workers: args.workers,
         gpus: args.gpus.clone(),
         scratch: args.scratch.clone(),
+        worker_command: worker_command(space, args)?,
     };
     let bar = progress_bar("run", "trials");
     let device = args.device.open()?;
@@ -217,6 +227,35 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
     .with_context(|| format!("run {}", out.display()))?;
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// The argv that starts one of the run's worker processes (see [`RunOptions::worker_command`]),
+/// when asked for them: the launcher, then `mergesearch worker` on the same space with the same
+/// overrides and seed, on the same device.
+fn worker_command(space: &Space, args: &RunArgs) -> anyhow::Result<Option<Vec<String>>> {
+    if !args.worker_processes && args.launcher.is_none() {
+        return Ok(None);
+    }
+    let mut argv: Vec<String> = args
+        .launcher
+        .iter()
+        .flat_map(|l| l.split_whitespace().map(str::to_string))
+        .collect();
+    let exe = std::env::current_exe().context("cannot find this program to start workers")?;
+    let file = std::path::absolute(&space.file).unwrap_or_else(|_| space.file.clone());
+    argv.extend([
+        exe.display().to_string(),
+        "worker".into(),
+        file.display().to_string(),
+        "--device".into(),
+        args.device.to_string(),
+        "--set".into(),
+        format!("seed={}", space.seed),
+    ]);
+    for set in &args.set {
+        argv.extend(["--set".to_string(), set.clone()]);
+    }
+    Ok(Some(argv))
 }
 
 /// Prints the best trials of the run in `dir`, best first (see [`ranked_trials`]), each score

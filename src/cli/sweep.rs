@@ -99,6 +99,8 @@ pub fn run_grid(
             workers,
             gpus: None,
             scratch: None,
+            worker_processes: false,
+            launcher: None,
             max_failures: None,
             init_from: None,
         };

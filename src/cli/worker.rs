@@ -96,6 +96,11 @@ pub fn serve_stdio(
             std::env::temp_dir()
         }
     });
+    // A worker placed on a GPU merges there.
+    let device = match (device, placement.gpu) {
+        (DeviceSpec::Cuda(_), Some(gpu)) => DeviceSpec::Cuda(gpu),
+        (device, _) => device,
+    };
     let device = device.open()?;
     interrupt::abort_on_ctrl_c();
     let (input, output) = (std::io::stdin().lock(), std::io::stdout().lock());

@@ -46,8 +46,9 @@ pub use command::CommandEvaluator;
 pub use evaluator::{
     Cost, Direction, Evaluation, Evaluator, Failure, Objective, Outcome, Score, Trial,
 };
-pub use external::{ExternalConfig, PLACEHOLDERS};
+pub use external::{ExternalConfig, PLACEHOLDERS, substitute};
 pub use handoff::{CandidateWriter, Handoff, check_room, free_bytes};
+pub(crate) use process::{Process, Silence, describe_exit, with_stderr};
 pub use subset::{Strategy, Subset, SubsetSpec};
 pub use subset_study::{Study, StudyConfig, StudyRow, subset_study};
 pub use worker::WorkerEvaluator;

@@ -15,6 +15,7 @@
 
 mod failures;
 mod heldout;
+mod process_worker;
 mod rungs;
 mod runner;
 mod scratch;
@@ -31,9 +32,11 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 pub use failures::{DEFAULT_MAX_FAILURES, FailurePolicy, FailureStreak};
-pub use runner::{EvaluatorFactory, TrialRunner, WorkerSetup, panic_message, quiet_caught_panics};
-pub use scratch::Scratch;
-pub use scratch::{SCRATCH_DIR, scratch_dir};
+pub use process_worker::ProcessWorker;
+pub use runner::{
+    EvaluatorFactory, RunsTrials, TrialRunner, WorkerSetup, panic_message, quiet_caught_panics,
+};
+pub use scratch::{SCRATCH_DIR, Scratch, scratch_dir};
 
 use heldout::score_heldout;
 pub use heldout::{HELDOUT_FILE, HeldoutScore, read_heldout};
@@ -72,6 +75,11 @@ pub struct RunOptions {
     /// Where to write the candidates external evaluators read (default: shared memory when it
     /// has room, else the run directory; see [`scratch_dir`]).
     pub scratch: Option<PathBuf>,
+    /// Run each worker's trials in a process of its own started from this argv (a launcher
+    /// such as `ssh node{worker}` and then `mergesearch worker SPACE ...`), to which
+    /// `--worker I`, `--gpu G` and `--scratch DIR` are appended ({worker} and {gpu} are
+    /// replaced); `None`: in this process.
+    pub worker_command: Option<Vec<String>>,
 }
 
 /// A study failed before or between trials (a trial's own failure is recorded, not raised).
@@ -248,9 +256,14 @@ pub fn run_with<B: Backend>(
         .iter()
         .map(|p| worker_device::<B>(device, p))
         .collect();
-    // One merger per distinct device, shared by the workers on it.
+    // One merger per distinct device, shared by the workers on it (worker processes hold
+    // their own).
     let mut mergers: Vec<(B::Device, crate::merge::Merger<B>)> = Vec::new();
-    if let Some(models) = &space.models {
+    if let Some(models) = space
+        .models
+        .as_ref()
+        .filter(|_| options.worker_command.is_none())
+    {
         for d in &devices {
             if !mergers.iter().any(|(m, _)| m == d) {
                 progress.set_message(format!("loading the base and the experts on {d:?}"));
@@ -285,7 +298,9 @@ pub fn run_with<B: Backend>(
     let info = run_info(space, &options.optimizer, objectives)?;
     let mut info = prepare_dir(dir, options.resume, info)?;
     let (_scratch, writer) = match &space.models {
-        Some(models) if first.iter().any(|e| e.takes_model()) => {
+        Some(models)
+            if options.worker_command.is_none() && first.iter().any(|e| e.takes_model()) =>
+        {
             let (scratch, writer) = hand_off_place(dir, &models.base, options, placements.len())?;
             progress.println(format!(
                 "candidates for external evaluators are written to {}",
@@ -301,10 +316,33 @@ pub fn run_with<B: Backend>(
         merger: merger_on(&devices[i]),
         writer: writer.as_ref(),
     };
-    let mut runners = vec![TrialRunner::new(space, setup(0), &scalarizer, build, first)];
-    for i in 1..placements.len() {
-        let more = evaluators(build(&placements[i], &devices[i]))?;
-        runners.push(TrialRunner::new(space, setup(i), &scalarizer, build, more));
+    let mut runners: Vec<Box<dyn RunsTrials + '_>> = Vec::new();
+    match &options.worker_command {
+        Some(command) => {
+            drop(first);
+            for placement in &placements {
+                runners.push(Box::new(worker_process(command, placement, options)));
+            }
+        }
+        None => {
+            runners.push(Box::new(TrialRunner::new(
+                space,
+                setup(0),
+                &scalarizer,
+                build,
+                first,
+            )));
+            for i in 1..placements.len() {
+                let more = evaluators(build(&placements[i], &devices[i]))?;
+                runners.push(Box::new(TrialRunner::new(
+                    space,
+                    setup(i),
+                    &scalarizer,
+                    build,
+                    more,
+                )));
+            }
+        }
     }
 
     let snapshot_path = dir.join(OPTIMIZER_FILE);
@@ -447,10 +485,20 @@ pub fn run_with<B: Backend>(
     }
     let trials = finished(&recorded, snapshot.next_id);
     write_trials(dir, &trials, &info.dimensions)?;
+    drop(runners);
     let heldout = match (heldout, best_trial(&trials)) {
         (Some(build), Some(chosen)) if !interrupted => {
             progress.set_message(format!("scoring trial {} on the held-out data", chosen.id));
-            Some(score_heldout(space, setup(0), build, dir, chosen)?)
+            // With worker processes, this process has no merger yet.
+            let own = match (&space.models, setup(0).merger) {
+                (Some(models), None) => Some(models.merger::<B>(&devices[0])?),
+                _ => None,
+            };
+            let setup = WorkerSetup {
+                merger: own.as_ref().or(setup(0).merger),
+                ..setup(0)
+            };
+            Some(score_heldout(space, setup, build, dir, chosen)?)
         }
         _ => None,
     };
@@ -461,6 +509,26 @@ pub fn run_with<B: Backend>(
         seconds: started.elapsed().as_secs_f64(),
         heldout,
     })
+}
+
+/// The worker process of `placement`: `command` with `{worker}` and `{gpu}` replaced, and the
+/// worker's number, GPU and scratch place appended.
+fn worker_process(
+    command: &[String],
+    placement: &Placement,
+    options: &RunOptions,
+) -> ProcessWorker {
+    let worker = placement.worker.to_string();
+    let gpu = placement.gpu.map(|g| g.to_string()).unwrap_or_default();
+    let mut argv = crate::eval::substitute(command, &[("worker", &worker), ("gpu", &gpu)]);
+    argv.extend(["--worker".to_string(), worker]);
+    if placement.gpu.is_some() {
+        argv.extend(["--gpu".to_string(), gpu]);
+    }
+    if let Some(scratch) = &options.scratch {
+        argv.extend(["--scratch".to_string(), scratch.display().to_string()]);
+    }
+    ProcessWorker::new(argv)
 }
 
 /// One placement per worker: one per GPU of `options.gpus` (else the space's `budget.gpus`),
@@ -648,8 +716,8 @@ struct Recorder<'a> {
 /// Evaluates the batch's trials that are not recorded yet, one worker per runner, appending each
 /// to the journal as soon as it finishes. No worker starts another trial once `stop` is set, the
 /// journal failed, or the failure streak reached its limit.
-fn evaluate_batch<B: Backend>(
-    runners: &mut [TrialRunner<'_, B>],
+fn evaluate_batch(
+    runners: &mut [Box<dyn RunsTrials + '_>],
     todo: &[Job<'_>],
     generation: u64,
     recorder: &mut Recorder<'_>,

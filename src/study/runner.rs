@@ -42,6 +42,19 @@ pub struct WorkerSetup<'a, B: Backend> {
     pub writer: Option<&'a CandidateWriter>,
 }
 
+/// Runs a study's trials for one worker, in this process ([`TrialRunner`]) or in another
+/// ([`super::ProcessWorker`]); the study loop drives both the same way.
+pub trait RunsTrials: Send {
+    /// Runs trial `at`; every failure, a panic included, is a failed record.
+    fn run(&mut self, at: TrialAt<'_>) -> TrialRecord;
+}
+
+impl<B: Backend> RunsTrials for TrialRunner<'_, B> {
+    fn run(&mut self, at: TrialAt<'_>) -> TrialRecord {
+        TrialRunner::run(self, at)
+    }
+}
+
 /// Runs trials for one worker: decode, merge, evaluate, scalarize, a panic becoming a failed
 /// trial.
 pub struct TrialRunner<'a, B: Backend> {
