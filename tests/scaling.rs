@@ -488,3 +488,144 @@ fn a_worker_process_that_dies_fails_only_its_trial_and_is_replaced() {
         }
     }
 }
+
+/// The Python with Ray that `.ci/run` installs (`MERGESEARCH_RAY_PYTHON`), or why there is none.
+fn ray_python() -> Result<String, String> {
+    let python = std::env::var("MERGESEARCH_RAY_PYTHON")
+        .map_err(|_| "MERGESEARCH_RAY_PYTHON is not set (.ci/run sets it)".to_string())?;
+    let ok = Command::new(&python)
+        .args(["-c", "import ray"])
+        .status()
+        .map_err(|e| format!("{python}: {e}"))?;
+    ok.success()
+        .then_some(python.clone())
+        .ok_or(format!("{python} cannot import ray"))
+}
+
+/// A local Ray cluster on the loopback address, stopped when this is dropped.
+struct RayCluster {
+    ray: PathBuf,
+    address: String,
+}
+
+impl RayCluster {
+    fn start(python: &str) -> RayCluster {
+        let ray = Path::new(python).with_file_name("ray");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = Command::new(&ray)
+            .args([
+                "start",
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+            ])
+            .arg(port.to_string())
+            .args([
+                "--num-cpus",
+                "4",
+                "--num-gpus",
+                "0",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ray start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        RayCluster {
+            ray,
+            address: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for RayCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.ray).args(["stop", "--force"]).output();
+    }
+}
+
+/// Kills the Ray actor running its worker (its grandparent) at trial 2, once; else a loss and
+/// the worker process's id.
+const KILLS_ITS_ACTOR: &str = r#"import json, os, signal, sys
+p, trial, mark = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+worker = os.getppid()
+if trial == 2 and not os.path.exists(mark):
+    open(mark, 'w').close()
+    actor = int(open(f'/proc/{worker}/stat').read().rsplit(')', 1)[1].split()[1])
+    os.kill(actor, signal.SIGKILL)
+    sys.exit(1)
+print(json.dumps({'scores': {'loss': sum((v - 0.3) ** 2 for v in p.values()), 'worker_pid': worker}}))
+"#;
+
+#[test]
+fn ray_actors_run_the_workers_and_a_killed_actor_fails_only_its_trial() {
+    let python = match ray_python() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipped: no Python with Ray ({why})");
+            return;
+        }
+    };
+    let cluster = RayCluster::start(&python);
+    let tmp = TempDir::new("scaling", "ray");
+    let evaluator = format!(
+        "[[evaluators]]\nkind = \"command\"\nargv = [{}, \"{{params_json}}\", \"{{trial_id}}\", {:?}]\nobjectives = {{ loss = \"minimize\" }}\ntimeout_s = 60\n",
+        program(&tmp, "kills.py", KILLS_ITS_ACTOR),
+        tmp.join("killed-once").display().to_string()
+    );
+    let space = space(&tmp, &evaluator, "trials = 8\nbatch = 4");
+    let launcher = format!(
+        "{python} {} --address {} --num-gpus 0 --num-cpus 1 --",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("evaluators/ray_launcher.py")
+            .display(),
+        cluster.address
+    );
+    let dir = tmp.join("run");
+    let flags = ["--workers", "2", "--launcher", launcher.as_str()];
+    let out = run(&space, &dir, &flags).output().unwrap();
+    expect_exit(&out, 0, "a run on two Ray actors");
+    let check = |n: u64| {
+        let trials = read_journal(&dir).unwrap();
+        let mut ids: Vec<u64> = trials.iter().map(|t| t.id).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            (0..n).collect::<Vec<u64>>(),
+            "every trial recorded once"
+        );
+        for t in &trials {
+            if t.id == 2 {
+                let why = t.error.as_deref().unwrap_or_default();
+                assert!(why.contains("actor was lost"), "{why}");
+            } else {
+                assert_eq!(t.status, Status::Ok, "trial {}: {:?}", t.id, t.error);
+            }
+        }
+        trials
+    };
+    let trials = check(8);
+    let pids: std::collections::BTreeSet<u64> = trials
+        .iter()
+        .filter_map(|t| t.scores.get("worker_pid").map(|s| s.value as u64))
+        .collect();
+    assert!(
+        pids.len() >= 3,
+        "two actors and the replacement of the killed one: {pids:?}"
+    );
+    // The run resumes on the cluster.
+    let mut resumed = flags.to_vec();
+    resumed.extend(["--resume", "--budget", "12"]);
+    let out = run(&space, &dir, &resumed).output().unwrap();
+    expect_exit(&out, 0, "the resumed run");
+    check(12);
+}
