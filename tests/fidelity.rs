@@ -16,7 +16,7 @@ use mergesearch::eval::{Objective, Outcome, Placement, Score, Trial};
 use mergesearch::record::{Status, TrialRecord, read_journal};
 use mergesearch::rng::Rng;
 use mergesearch::space::Space;
-use mergesearch::study::{RunOptions, RunSummary, StudyError, run_with};
+use mergesearch::study::{EvaluatorFactory, RunOptions, RunSummary, StudyError, run_with};
 use rand::Rng as _;
 
 use crate::common::TempDir;
@@ -126,6 +126,19 @@ fn run(
     stop: &AtomicBool,
     make: impl Fn() -> Noisy + Sync,
 ) -> Result<RunSummary, StudyError> {
+    run_scoring_heldout(space, optimizer, out, resume, stop, make, None)
+}
+
+/// [`run`] whose chosen trial is scored by the held-out evaluators `heldout` makes.
+fn run_scoring_heldout(
+    space: &Space,
+    optimizer: &str,
+    out: &std::path::Path,
+    resume: bool,
+    stop: &AtomicBool,
+    make: impl Fn() -> Noisy + Sync,
+    heldout: Option<&EvaluatorFactory<'_, Flex>>,
+) -> Result<RunSummary, StudyError> {
     let build =
         |_: &Placement, _: &FlexDevice| -> Result<Vec<Box<dyn Evaluator<Flex>>>, EvalConfigError> {
             Ok(vec![Box::new(make())])
@@ -144,7 +157,7 @@ fn run(
         &options,
         || make_optimizer(optimizer, space),
         &build,
-        None,
+        heldout,
         &Default::default(),
         &ProgressBar::hidden(),
         stop,
@@ -385,4 +398,96 @@ fn budgets_in_items_and_evaluator_seconds_stop_at_the_batch_that_reaches_them() 
 /// [`space`] with the rungs and `budget`.
 fn space_with(tmp: &TempDir, budget: &str) -> Space {
     noisy_space(tmp, &format!("{RUNGS}{budget}"))
+}
+
+/// A held-out evaluator that reports a different, large score at each call (anything that read
+/// it would steer elsewhere) and notes which trial it scored after how many search evaluations.
+struct Oracle {
+    objectives: Vec<Objective>,
+    search_calls: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<(u64, usize)>>>,
+}
+
+impl Evaluator<Flex> for Oracle {
+    fn name(&self) -> &str {
+        "oracle"
+    }
+
+    fn objectives(&self) -> &[Objective] {
+        &self.objectives
+    }
+
+    fn evaluate(&mut self, trial: &Trial<'_, Flex>) -> Outcome {
+        let mut seen = self.seen.lock().unwrap();
+        seen.push((trial.id, self.search_calls.load(Ordering::SeqCst)));
+        Ok(Evaluation {
+            scores: [(
+                "score".to_string(),
+                Score {
+                    value: 1000.0 * seen.len() as f64,
+                    stderr: None,
+                },
+            )]
+            .into(),
+            cost: Cost::default(),
+        })
+    }
+}
+
+#[test]
+fn the_held_out_score_is_read_by_no_optimizer_and_comes_once_after_the_search() {
+    let tmp = TempDir::new("fidelity", "heldout");
+    let space = noisy_space(&tmp, &format!("{RUNGS}[budget]\ntrials = 16\nbatch = 4\n"));
+    for optimizer in ["random", "cmaes", "nsga2", "gp", "map"] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let stop = AtomicBool::new(false);
+        let blind = run(
+            &space,
+            optimizer,
+            &tmp.join(&format!("{optimizer}-blind")),
+            false,
+            &stop,
+            || Noisy::new(&calls),
+        )
+        .unwrap();
+        assert!(blind.heldout.is_none());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let oracle = |_: &Placement,
+                      _: &FlexDevice|
+         -> Result<Vec<Box<dyn Evaluator<Flex>>>, EvalConfigError> {
+            Ok(vec![Box::new(Oracle {
+                objectives: vec![Objective::new("score", Direction::Maximize)],
+                search_calls: calls.clone(),
+                seen: seen.clone(),
+            })])
+        };
+        let scored = run_scoring_heldout(
+            &space,
+            optimizer,
+            &tmp.join(&format!("{optimizer}-heldout")),
+            false,
+            &stop,
+            || Noisy::new(&calls),
+            Some(&oracle),
+        )
+        .unwrap();
+        assert_eq!(
+            essence(&scored.trials),
+            essence(&blind.trials),
+            "{optimizer}: the same trials with and without held-out scoring"
+        );
+        let chosen = scored.heldout.as_ref().unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [(chosen.trial, calls.load(Ordering::SeqCst))],
+            "{optimizer}: one held-out evaluation, of the chosen trial, after every search evaluation"
+        );
+        assert_eq!(chosen.scalar, Some(1000.0));
+        assert_ne!(
+            chosen.search_scalar, chosen.scalar,
+            "{optimizer}: the search's score is its own"
+        );
+    }
 }
