@@ -44,11 +44,12 @@ fn program(dir: &TempDir, name: &str, text: &str) -> String {
     format!("\"python3\", {:?}", path.display().to_string())
 }
 
-/// Reports its argv's worker and gpu, and the GPUs it may see, with a loss from the params.
+/// Reports its argv's worker and gpu, the GPUs it may see and what a launcher set in LAUNCHED,
+/// with a loss from the params.
 const PLACED: &str = "import json, os, sys\n\
 p = json.loads(sys.argv[1])\n\
 seen = os.environ.get('CUDA_VISIBLE_DEVICES', '-1')\n\
-print(json.dumps({'scores': {'loss': sum((v - 0.3) ** 2 for v in p.values()), 'worker': int(sys.argv[2]), 'gpu': int(sys.argv[3]), 'visible': int(seen), 'tag': int(os.environ['TAG'])}}))\n";
+print(json.dumps({'scores': {'loss': sum((v - 0.3) ** 2 for v in p.values()), 'worker': int(sys.argv[2]), 'gpu': int(sys.argv[3]), 'visible': int(seen), 'tag': int(os.environ['TAG']), 'launched': int(os.environ.get('LAUNCHED', '-1'))}}))\n";
 
 #[test]
 fn each_worker_gets_its_gpu_and_two_workers_give_the_trials_of_one() {
@@ -94,12 +95,11 @@ fn each_worker_gets_its_gpu_and_two_workers_give_the_trials_of_one() {
             .collect()
     };
     assert_eq!(same(&read_journal(&single).unwrap()), same(&trials));
-    // Workers in processes of their own (`mergesearch worker`) give the same trials, placed the
-    // same way.
+    // Workers in processes of their own (`mergesearch worker`), started through a launcher,
+    // give the same trials, placed the same way.
     let processes = tmp.join("processes");
-    let out = run(&space, &processes, &["--gpus", "3,5", "--worker-processes"])
-        .output()
-        .unwrap();
+    let launcher = ["--gpus", "3,5", "--launcher", "env LAUNCHED=9{gpu}"];
+    let out = run(&space, &processes, &launcher).output().unwrap();
     expect_exit(&out, 0, "a run on two worker processes");
     let served = read_journal(&processes).unwrap();
     assert_eq!(same(&served), same(&trials));
@@ -111,6 +111,11 @@ fn each_worker_gets_its_gpu_and_two_workers_give_the_trials_of_one() {
             "worker {worker} owns its GPU"
         );
         assert_eq!(t.scores["visible"].value, gpu);
+        assert_eq!(
+            t.scores["launched"].value,
+            90.0 + gpu,
+            "through the launcher"
+        );
     }
 
     // {gpu} in a run without GPUs is refused before anything runs, naming the fix.
@@ -583,15 +588,15 @@ fn ray_actors_run_the_workers_and_a_killed_actor_fails_only_its_trial() {
         tmp.join("killed-once").display().to_string()
     );
     let space = space(&tmp, &evaluator, "trials = 8\nbatch = 4");
-    let launcher = format!(
-        "{python} {} --address {} --num-gpus 0 --num-cpus 1 --",
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("evaluators/ray_launcher.py")
-            .display(),
-        cluster.address
-    );
     let dir = tmp.join("run");
-    let flags = ["--workers", "2", "--launcher", launcher.as_str()];
+    let flags = [
+        "--workers",
+        "2",
+        "--ray",
+        &cluster.address,
+        "--ray-python",
+        &python,
+    ];
     let out = run(&space, &dir, &flags).output().unwrap();
     expect_exit(&out, 0, "a run on two Ray actors");
     let check = |n: u64| {

@@ -63,6 +63,8 @@ pub fn run_demo(out: &Path, budget: Option<usize>, device: DeviceSpec) -> anyhow
         scratch: None,
         worker_processes: false,
         launcher: None,
+        ray: None,
+        ray_python: "python3".into(),
         max_failures: None,
         init_from: None,
     };

@@ -65,8 +65,23 @@ pub struct RunArgs {
     /// Start each worker process through this command, e.g. "ssh node{worker}" (implies
     /// --worker-processes; {worker} and {gpu} are replaced; the space and models must be at
     /// the same paths there).
-    #[arg(long, value_name = "COMMAND")]
+    #[arg(long, value_name = "COMMAND", conflicts_with = "ray")]
     pub launcher: Option<String>,
+    /// Run each worker process as an actor on the Ray cluster at ADDRESS (default: auto, the
+    /// cluster started on this machine with `ray start`); each actor asks for one GPU with
+    /// --device cuda, none on the CPU. Ray chooses the GPUs: use --workers, not --gpus. Needs
+    /// evaluators/requirements-ray.txt installed for --ray-python.
+    #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "auto",
+          conflicts_with = "gpus")]
+    pub ray: Option<String>,
+    /// The Python interpreter with Ray that runs --ray's bridge.
+    #[arg(
+        long,
+        value_name = "PYTHON",
+        default_value = "python3",
+        requires = "ray"
+    )]
+    pub ray_python: String,
     /// Stop after this many failed trials in a row (overrides budget.max_failures, default 10;
     /// 0 never stops). The run can be resumed once the cause is fixed.
     #[arg(long, value_name = "N")]
@@ -230,17 +245,15 @@ pub fn run_space(space: &Space, args: &RunArgs) -> anyhow::Result<RunSummary> {
 }
 
 /// The argv that starts one of the run's worker processes (see [`RunOptions::worker_command`]),
-/// when asked for them: the launcher, then `mergesearch worker` on the same space with the same
-/// overrides and seed, on the same device.
+/// when asked for them: the launcher (or the Ray bridge), then `mergesearch worker` on the same
+/// space with the same overrides and seed, on the same device.
 fn worker_command(space: &Space, args: &RunArgs) -> anyhow::Result<Option<Vec<String>>> {
-    if !args.worker_processes && args.launcher.is_none() {
-        return Ok(None);
-    }
-    let mut argv: Vec<String> = args
-        .launcher
-        .iter()
-        .flat_map(|l| l.split_whitespace().map(str::to_string))
-        .collect();
+    let mut argv: Vec<String> = match (&args.ray, &args.launcher) {
+        (Some(address), _) => ray_launcher(address, &args.ray_python, args.device)?,
+        (None, Some(launcher)) => launcher.split_whitespace().map(str::to_string).collect(),
+        (None, None) if args.worker_processes => Vec::new(),
+        (None, None) => return Ok(None),
+    };
     let exe = std::env::current_exe().context("cannot find this program to start workers")?;
     let file = std::path::absolute(&space.file).unwrap_or_else(|_| space.file.clone());
     argv.extend([
@@ -256,6 +269,37 @@ fn worker_command(space: &Space, args: &RunArgs) -> anyhow::Result<Option<Vec<St
         argv.extend(["--set".to_string(), set.clone()]);
     }
     Ok(Some(argv))
+}
+
+/// The Ray bridge (`evaluators/ray_launcher.py`, built into this program), as a launcher that
+/// runs each worker as an actor on the cluster at `address`, with one GPU per actor on CUDA.
+fn ray_launcher(address: &str, python: &str, device: DeviceSpec) -> anyhow::Result<Vec<String>> {
+    const BRIDGE: &str = include_str!("../../evaluators/ray_launcher.py");
+    // Written once per content (the launcher runs on this machine; the actors run the workers).
+    let hash = xxhash_rust::xxh3::xxh3_64(BRIDGE.as_bytes());
+    let script = std::env::temp_dir().join(format!("mergesearch-ray-launcher-{hash:016x}.py"));
+    if !script.exists() {
+        let partial = script.with_extension(format!("{}.partial", std::process::id()));
+        std::fs::write(&partial, BRIDGE)
+            .and_then(|()| std::fs::rename(&partial, &script))
+            .with_context(|| format!("cannot write the Ray bridge to {}", script.display()))?;
+    }
+    let gpus = if matches!(device, DeviceSpec::Cuda(_)) {
+        "1"
+    } else {
+        "0"
+    };
+    Ok([
+        python,
+        &script.display().to_string(),
+        "--address",
+        address,
+        "--num-gpus",
+        gpus,
+        "--",
+    ]
+    .map(str::to_string)
+    .to_vec())
 }
 
 /// Prints the best trials of the run in `dir`, best first (see [`ranked_trials`]), each score

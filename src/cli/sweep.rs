@@ -101,6 +101,8 @@ pub fn run_grid(
             scratch: None,
             worker_processes: false,
             launcher: None,
+            ray: None,
+            ray_python: "python3".into(),
             max_failures: None,
             init_from: None,
         };
