@@ -17,7 +17,10 @@
 # transformers model) to cpu; with a GPU, cuda:0 (then add --gpus 0 runs). Needs python3 with
 # torch, transformers and safetensors (set PYTHON to another interpreter). Prints, per way, the
 # median seconds per trial of the merge, the hand-off and reload (evaluator time minus the
-# worker's own scoring time), and the first trial's (a worker's includes loading the base).
+# worker's own scoring time), of which the load (from_pretrained, or the in-place copy) and the
+# rest (writing the candidate, starting the process, importing torch), the first trial's hand-off
+# and reload (a worker's includes loading the base), and the scoring. Run it on an idle machine:
+# a compile beside it doubles every number.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-target/release/mergesearch}")
@@ -82,14 +85,19 @@ run resident resident-shm --scratch /dev/shm
 "$python" - "$work" <<'PY'
 import json, statistics, sys
 work = sys.argv[1]
-print(f"{'way':<16}{'merge s':>9}{'hand-off + reload s':>21}{'first trial s':>15}{'score s':>9}")
+print(f"{'way':<14}{'merge s':>9}{'hand-off + reload s':>21}{'of which load s':>17}"
+      f"{'write, start s':>16}{'first trial s':>15}{'score s':>9}")
 for name in ("command-disk", "command-shm", "resident-shm"):
     trials = [json.loads(l) for l in open(f"{work}/{name}/trials.jsonl")]
     latest = {t["id"]: t for t in trials}
     rows = [latest[i] for i in sorted(latest)]
     assert all(t["status"] == "ok" for t in rows), [t.get("error") for t in rows]
     overhead = [t["eval_seconds"] - t["scores"]["score_seconds"]["value"] for t in rows]
+    load = [t["scores"]["load_seconds"]["value"] for t in rows]
+    rest = [o - l for o, l in zip(overhead, load)]
     merge = statistics.median(t["merge_seconds"] for t in rows)
     score = statistics.median(t["scores"]["score_seconds"]["value"] for t in rows)
-    print(f"{name:<16}{merge:>9.2f}{statistics.median(overhead[1:]):>21.2f}{overhead[0]:>15.2f}{score:>9.3f}")
+    later = lambda xs: statistics.median(xs[1:])
+    print(f"{name:<14}{merge:>9.2f}{later(overhead):>21.2f}{later(load):>17.2f}{later(rest):>16.2f}"
+          f"{overhead[0]:>15.2f}{score:>9.3f}")
 PY

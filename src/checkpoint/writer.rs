@@ -63,6 +63,7 @@ pub struct ModelWriter {
     in_shard: usize,
     out: Option<BufWriter<File>>,
     buffer: Vec<u8>,
+    durable: bool,
 }
 
 impl ModelWriter {
@@ -105,9 +106,18 @@ impl ModelWriter {
             in_shard: 0,
             out: None,
             buffer: Vec::new(),
+            durable: true,
         };
         writer.open_shard()?;
         Ok(writer)
+    }
+
+    /// Skips flushing each shard to the storage device when it is closed: for outputs that are
+    /// read at once and deleted (a candidate handed to an evaluator), where surviving a power
+    /// loss is worth nothing and the flush can cost seconds per gigabyte on a disk.
+    pub fn transient(mut self) -> ModelWriter {
+        self.durable = false;
+        self
     }
 
     /// The directory being written (renamed to the destination by [`ModelWriter::finish`]).
@@ -137,8 +147,10 @@ impl ModelWriter {
             let file = out
                 .into_inner()
                 .map_err(|e| CheckpointError::io(&path, "cannot write", e.into_error()))?;
-            file.sync_all()
-                .map_err(|e| CheckpointError::io(&path, "cannot sync", e))?;
+            if self.durable {
+                file.sync_all()
+                    .map_err(|e| CheckpointError::io(&path, "cannot sync", e))?;
+            }
         }
         Ok(())
     }

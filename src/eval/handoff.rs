@@ -106,8 +106,9 @@ impl CandidateWriter {
         // Claimed before the first byte: a write that fails half way (a full disk, a file-size
         // limit) leaves nothing behind.
         let written = WrittenModel::claim(dir.clone());
-        let mut writer =
-            ModelWriter::create(&dir, specs, DEFAULT_MAX_SHARD_BYTES, true).map_err(fail)?;
+        let mut writer = ModelWriter::create(&dir, specs, DEFAULT_MAX_SHARD_BYTES, true)
+            .map_err(fail)?
+            .transient();
         for (i, (name, _, values)) in candidate.tensors.iter().enumerate() {
             writer
                 .write(name, &host_values(values.clone()))
