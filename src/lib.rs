@@ -18,4 +18,5 @@ pub mod record;
 pub mod rng;
 pub mod space;
 pub mod study;
+pub mod vision;
 pub mod zoo;

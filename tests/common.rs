@@ -35,3 +35,22 @@ impl Drop for TempDir {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+/// Why `python3` cannot import torch, transformers and safetensors here, if it cannot.
+pub fn without_transformers() -> Option<String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import torch, transformers, safetensors"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(
+            String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+        ),
+        Err(e) => Some(e.to_string()),
+    }
+}

@@ -12,4 +12,5 @@ mod gpu_kernels;
 mod methods;
 mod scaling;
 mod study;
+mod vision;
 mod zoo;

@@ -10,7 +10,7 @@ use mergesearch::checkpoint::Dtype;
 use mergesearch::fixtures::SyntheticSpec;
 use mergesearch::record::{Status, TrialRecord, read_journal};
 
-use crate::common::TempDir;
+use crate::common::{TempDir, without_transformers};
 use crate::faults::{expect_exit, mergesearch};
 use crate::study::{models, models_of, models_table, write};
 
@@ -279,25 +279,6 @@ fn a_scratch_place_without_room_fails_the_trials_not_the_run() {
         assert!(why.contains("no room for the candidate"), "{why}");
         assert!(why.contains(small.to_str().unwrap()), "{why}");
         assert!(why.contains("--scratch"), "{why}");
-    }
-}
-
-/// Why `python3` cannot run the transformers evaluators here, if it cannot.
-fn without_transformers() -> Option<String> {
-    let out = Command::new("python3")
-        .args(["-c", "import torch, transformers, safetensors"])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(
-            String::from_utf8_lossy(&o.stderr)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string(),
-        ),
-        Err(e) => Some(e.to_string()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The zoo's models: a small pre-norm Vision Transformer encoder (and an MLP variant for fast
 //! tests), with tensor names in the Hugging Face ViT style so that layer grouping finds the
 //! blocks (`vit.encoder.layer.3.attention.attention.query.weight`), and one linear head per task.
+//! The same encoder, configured from a Hugging Face config, is a `transformers` ViT or CLIP
+//! vision tower (see [`crate::vision`]).
 //!
 //! Encoder and heads are stored apart: merging touches only the encoder; each task keeps the head
 //! of its own expert (as the CLIP benchmark keeps each task's fixed classification head).
@@ -13,11 +15,12 @@ use std::collections::HashMap;
 use burn::module::{Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, log_softmax, softmax};
+use burn::tensor::activation::{gelu, log_softmax, sigmoid, softmax};
 use serde::{Deserialize, Serialize};
 
 use super::tasks::IMAGE_SIZE;
 use crate::rng::Rng;
+use crate::vision::{Activation, Family, VisionArch};
 
 /// Shape of an encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,8 +113,14 @@ impl EncoderConfig {
                     .collect(),
                 layers: Vec::new(),
                 norm: norm(),
+                pre_norm: None,
+                projection: None,
                 heads: self.heads,
                 patch_size: self.patch,
+                channels: 1,
+                image_size: IMAGE_SIZE,
+                activation: Activation::Gelu,
+                naming: Naming::Zoo,
             },
             EncoderKind::Mlp => Encoder {
                 patch: seeded_linear(IMAGE_SIZE * IMAGE_SIZE, self.dim, rng, device),
@@ -122,10 +131,29 @@ impl EncoderConfig {
                     .map(|_| seeded_linear(self.dim, self.dim, rng, device))
                     .collect(),
                 norm: norm(),
+                pre_norm: None,
+                projection: None,
                 heads: 1,
                 patch_size: 1,
+                channels: 1,
+                image_size: IMAGE_SIZE,
+                activation: Activation::Gelu,
+                naming: Naming::Zoo,
             },
         }
+    }
+}
+
+/// A linear layer of zeros (a template that tensors are imported into).
+fn zero_linear<B: Backend>(
+    inputs: usize,
+    outputs: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(Tensor::zeros([inputs, outputs], device)),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([outputs], device))),
     }
 }
 
@@ -188,16 +216,121 @@ pub struct Encoder<B: Backend> {
     position: Param<Tensor<B, 3>>,
     blocks: Vec<Block<B>>,
     layers: Vec<Linear<B>>,
+    /// The final layer norm (ViT's `layernorm`, CLIP's `post_layernorm`).
     norm: LayerNorm<B>,
+    /// CLIP's layer norm of the embedded tokens (`pre_layrnorm`).
+    pre_norm: Option<LayerNorm<B>>,
+    /// CLIP's projection of the features (`visual_projection`, no bias).
+    projection: Option<Linear<B>>,
     heads: usize,
     patch_size: usize,
+    channels: usize,
+    image_size: usize,
+    #[module(skip)]
+    activation: Activation,
+    #[module(skip)]
+    naming: Naming,
+}
+
+/// How an encoder's tensors are named and shaped in its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Naming {
+    /// The zoo's files: `transformers`' ViT names under `vit.`, the patch projection stored as a
+    /// matrix `[width, patch * patch]`.
+    Zoo,
+    /// `transformers`' ViT under `prefix` (`""` as `ViTModel` saves it, `"vit."` as
+    /// `ViTForImageClassification` does); the patch projection is a convolution's
+    /// `[width, channels, patch, patch]`.
+    Vit {
+        /// Prepended to every name.
+        prefix: String,
+    },
+    /// `transformers`' CLIP vision tower under `vision_model.`, and `visual_projection`.
+    Clip,
+}
+
+/// The names (and stored shapes) of a [`Naming`].
+struct Names {
+    prefix: String,
+    patch: &'static str,
+    /// The patch projection is stored as a convolution kernel.
+    conv_patch: bool,
+    cls: &'static str,
+    position: &'static str,
+    /// Class token and position embeddings are stored without their leading 1 (CLIP).
+    squeezed: bool,
+    pre_norm: &'static str,
+    layers: &'static str,
+    /// A block's norm1, query, key, value, attention output, fc1, fc2, norm2.
+    parts: [&'static str; 8],
+    norm: &'static str,
+    projection: &'static str,
+}
+
+impl Naming {
+    fn names(&self) -> Names {
+        const VIT_PARTS: [&str; 8] = [
+            "layernorm_before",
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+            "layernorm_after",
+        ];
+        let vit = |prefix: &str, conv_patch| Names {
+            prefix: prefix.to_string(),
+            patch: "embeddings.patch_embeddings.projection",
+            conv_patch,
+            cls: "embeddings.cls_token",
+            position: "embeddings.position_embeddings",
+            squeezed: false,
+            pre_norm: "",
+            layers: "encoder.layer",
+            parts: VIT_PARTS,
+            norm: "layernorm",
+            projection: "",
+        };
+        match self {
+            Naming::Zoo => vit("vit.", false),
+            Naming::Vit { prefix } => vit(prefix, true),
+            Naming::Clip => Names {
+                prefix: "vision_model.".into(),
+                patch: "embeddings.patch_embedding",
+                conv_patch: true,
+                cls: "embeddings.class_embedding",
+                position: "embeddings.position_embedding.weight",
+                squeezed: true,
+                pre_norm: "pre_layrnorm",
+                layers: "encoder.layers",
+                parts: [
+                    "layer_norm1",
+                    "self_attn.q_proj",
+                    "self_attn.k_proj",
+                    "self_attn.v_proj",
+                    "self_attn.out_proj",
+                    "mlp.fc1",
+                    "mlp.fc2",
+                    "layer_norm2",
+                ],
+                norm: "post_layernorm",
+                projection: "visual_projection",
+            },
+        }
+    }
 }
 
 impl<B: Backend> Block<B> {
     /// The block on `batch` sequences of `tokens` tokens, stored as rows `[batch * tokens, dim]`:
     /// every linear layer is then one matrix product over all tokens (and its weight gradient
     /// another), not one small product per image.
-    fn forward(&self, x: Tensor<B, 2>, batch: usize, tokens: usize, heads: usize) -> Tensor<B, 2> {
+    fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        [batch, tokens, heads]: [usize; 3],
+        activation: Activation,
+    ) -> Tensor<B, 2> {
         let dim = x.dims()[1];
         let head_dim = dim / heads;
         let h = self.norm1.forward(x.clone());
@@ -230,13 +363,24 @@ impl<B: Backend> Block<B> {
         .reshape([rows, dim]);
         let x = x + self.out.forward(attended);
         let h = self.norm2.forward(x.clone());
-        x + self.fc2.forward(gelu(self.fc1.forward(h)))
+        x + self.fc2.forward(activation.apply(self.fc1.forward(h)))
+    }
+}
+
+impl Activation {
+    fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Activation::Gelu => gelu(x),
+            Activation::QuickGelu => x.clone() * sigmoid(x.mul_scalar(1.702)),
+        }
     }
 }
 
 impl<B: Backend> Encoder<B> {
-    /// Features of a batch of images `[batch, IMAGE_SIZE * IMAGE_SIZE]`: the ViT's normalized
-    /// class token, or the MLP's last normalized hidden layer.
+    /// Features of a batch of images `[batch, channels * side * side]` (channel-major, each
+    /// channel row-major; the zoo's are `IMAGE_SIZE * IMAGE_SIZE`, one channel): the ViT's
+    /// normalized class token (projected, for CLIP with a projection), or the MLP's last
+    /// normalized hidden layer.
     pub fn forward(&self, images: Tensor<B, 2>) -> Tensor<B, 2> {
         let [batch, _] = images.dims();
         if self.blocks.is_empty() {
@@ -247,11 +391,19 @@ impl<B: Backend> Encoder<B> {
             return self.norm.forward(h);
         }
         let p = self.patch_size;
-        let side = IMAGE_SIZE / p;
-        let patches = images
-            .reshape([batch, side, p, side, p])
-            .swap_dims(2, 3)
-            .reshape([batch * side * side, p * p]);
+        let side = self.image_size / p;
+        // Each patch's pixels in the order of a convolution kernel: channel, row, column.
+        let patches = if self.channels == 1 {
+            images
+                .reshape([batch, side, p, side, p])
+                .swap_dims(2, 3)
+                .reshape([batch * side * side, p * p])
+        } else {
+            images
+                .reshape([batch, self.channels, side, p, side, p])
+                .permute([0, 2, 4, 1, 3, 5])
+                .reshape([batch * side * side, self.channels * p * p])
+        };
         let dim = self.position.dims()[2];
         let embedded = self
             .patch
@@ -261,15 +413,71 @@ impl<B: Backend> Encoder<B> {
         let tokens = side * side + 1;
         let mut x = (Tensor::cat(vec![cls, embedded], 1) + self.position.val())
             .reshape([batch * tokens, dim]);
+        if let Some(norm) = &self.pre_norm {
+            x = norm.forward(x);
+        }
         for block in &self.blocks {
-            x = block.forward(x, batch, tokens, self.heads);
+            x = block.forward(x, [batch, tokens, self.heads], self.activation);
         }
         // The final norm acts on each token alone: only the class tokens need it.
         let cls = x
             .reshape([batch, tokens, dim])
             .slice([0..batch, 0..1, 0..dim])
             .reshape([batch, dim]);
-        self.norm.forward(cls)
+        let features = self.norm.forward(cls);
+        match &self.projection {
+            Some(projection) => projection.forward(features),
+            None => features,
+        }
+    }
+
+    /// An encoder of the architecture `arch` with every weight zero and layer norms of scale
+    /// 1, whose tensors are named as `naming` says: the template that a checkpoint's tensors
+    /// are imported into (see [`Encoder::import`]).
+    pub fn template(arch: &VisionArch, naming: Naming, device: &B::Device) -> Encoder<B> {
+        let width = arch.width;
+        let norm = || {
+            LayerNormConfig::new(width)
+                .with_epsilon(arch.eps)
+                .init(device)
+        };
+        let linear = |i, o| zero_linear(i, o, true, device);
+        let qkv = || zero_linear(width, width, arch.qkv_bias, device);
+        let clip = arch.family == Family::Clip;
+        Encoder {
+            patch: zero_linear(
+                arch.channels * arch.patch * arch.patch,
+                width,
+                !clip,
+                device,
+            ),
+            cls_token: Param::from_tensor(Tensor::zeros([1, 1, width], device)),
+            position: Param::from_tensor(Tensor::zeros([1, arch.tokens(), width], device)),
+            blocks: (0..arch.depth)
+                .map(|_| Block {
+                    norm1: norm(),
+                    query: qkv(),
+                    key: qkv(),
+                    value: qkv(),
+                    out: linear(width, width),
+                    norm2: norm(),
+                    fc1: linear(width, arch.intermediate),
+                    fc2: linear(arch.intermediate, width),
+                })
+                .collect(),
+            layers: Vec::new(),
+            norm: norm(),
+            pre_norm: clip.then(norm),
+            projection: arch
+                .projection
+                .map(|p| zero_linear(width, p, false, device)),
+            heads: arch.heads,
+            patch_size: arch.patch,
+            channels: arch.channels,
+            image_size: arch.image_size,
+            activation: arch.activation,
+            naming,
+        }
     }
 }
 
@@ -304,14 +512,25 @@ impl<B: Backend> TensorSource<B> {
         name: &str,
         shape: [usize; D],
     ) -> Result<Tensor<B, D>, LoadError> {
-        let (stored, t) = self.tensors.get(name).ok_or_else(|| LoadError {
+        self.take_as(name, &shape, shape)
+    }
+
+    /// The tensor `name`, which must be stored with the shape `stored`, as `shape` (the same
+    /// elements in the same order).
+    fn take_as<const D: usize>(
+        &self,
+        name: &str,
+        stored: &[usize],
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, LoadError> {
+        let (found, t) = self.tensors.get(name).ok_or_else(|| LoadError {
             name: name.to_string(),
             problem: "missing".into(),
         })?;
-        if stored.as_slice() != shape {
+        if found.as_slice() != stored {
             return Err(LoadError {
                 name: name.to_string(),
-                problem: format!("has shape {stored:?}, the model needs {shape:?}"),
+                problem: format!("has shape {found:?}, the model needs {stored:?}"),
             });
         }
         Ok(t.clone().reshape(shape))
@@ -327,13 +546,38 @@ fn imported<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Param<Tensor<B,
 
 fn flat<B: Backend, const D: usize>(name: String, t: Tensor<B, D>) -> NamedTensor<B> {
     let shape = t.dims().to_vec();
+    flat_as(name, t, shape)
+}
+
+/// `t` flattened, recorded with the shape `shape` (of as many elements).
+fn flat_as<B: Backend, const D: usize>(
+    name: String,
+    t: Tensor<B, D>,
+    shape: Vec<usize>,
+) -> NamedTensor<B> {
     let n: usize = shape.iter().product();
     (name, shape, t.reshape([n]))
 }
 
 /// Exports a linear layer as `{prefix}.weight` (`[out, in]`) and `{prefix}.bias`.
 fn export_linear<B: Backend>(prefix: &str, l: &Linear<B>, out: &mut Vec<NamedTensor<B>>) {
-    out.push(flat(format!("{prefix}.weight"), l.weight.val().transpose()));
+    let [i, o] = l.weight.dims();
+    export_linear_as(prefix, l, vec![o, i], out);
+}
+
+/// Exports a linear layer with its `[out, in]` weight stored as `weight_shape` (e.g. a patch
+/// convolution's `[out, channels, patch, patch]`).
+fn export_linear_as<B: Backend>(
+    prefix: &str,
+    l: &Linear<B>,
+    weight_shape: Vec<usize>,
+    out: &mut Vec<NamedTensor<B>>,
+) {
+    out.push(flat_as(
+        format!("{prefix}.weight"),
+        l.weight.val().transpose(),
+        weight_shape,
+    ));
     if let Some(b) = &l.bias {
         out.push(flat(format!("{prefix}.bias"), b.val()));
     }
@@ -345,8 +589,22 @@ fn import_linear<B: Backend>(
     src: &TensorSource<B>,
 ) -> Result<Linear<B>, LoadError> {
     let [i, o] = like.weight.dims();
+    import_linear_as(prefix, like, &[o, i], src)
+}
+
+/// Imports a linear layer whose `[out, in]` weight is stored as `weight_shape`.
+fn import_linear_as<B: Backend>(
+    prefix: &str,
+    like: &Linear<B>,
+    weight_shape: &[usize],
+    src: &TensorSource<B>,
+) -> Result<Linear<B>, LoadError> {
+    let [i, o] = like.weight.dims();
     Ok(Linear {
-        weight: imported(src.take(&format!("{prefix}.weight"), [o, i])?.transpose()),
+        weight: imported(
+            src.take_as(&format!("{prefix}.weight"), weight_shape, [o, i])?
+                .transpose(),
+        ),
         bias: match &like.bias {
             Some(_) => Some(imported(src.take(&format!("{prefix}.bias"), [o])?)),
             None => None,
@@ -375,15 +633,8 @@ fn import_norm<B: Backend>(
     Ok(norm)
 }
 
-/// Hugging Face ViT names of a block's parts: (field, name suffix).
-const BLOCK_LINEARS: [(&str, &str); 6] = [
-    ("query", "attention.attention.query"),
-    ("key", "attention.attention.key"),
-    ("value", "attention.attention.value"),
-    ("out", "attention.output.dense"),
-    ("fc1", "intermediate.dense"),
-    ("fc2", "output.dense"),
-];
+/// A block's linear layers, in the order of their names in [`Names::parts`] (after norm1).
+const BLOCK_LINEARS: [&str; 6] = ["query", "key", "value", "out", "fc1", "fc2"];
 
 impl<B: Backend> Block<B> {
     fn linear(&self, field: &str) -> &Linear<B> {
@@ -421,29 +672,56 @@ impl<B: Backend> Encoder<B> {
             export_norm("mlp.norm", &self.norm, &mut out);
             return out;
         }
-        export_linear(
-            "vit.embeddings.patch_embeddings.projection",
-            &self.patch,
-            &mut out,
-        );
-        out.push(flat(
-            "vit.embeddings.cls_token".into(),
-            self.cls_token.val(),
-        ));
-        out.push(flat(
-            "vit.embeddings.position_embeddings".into(),
+        let n = self.naming.names();
+        let name = |suffix: &str| format!("{}{suffix}", n.prefix);
+        let shapes = self.stored_shapes(&n);
+        export_linear_as(&name(n.patch), &self.patch, shapes.patch, &mut out);
+        out.push(flat_as(name(n.cls), self.cls_token.val(), shapes.cls));
+        out.push(flat_as(
+            name(n.position),
             self.position.val(),
+            shapes.position,
         ));
+        if let Some(norm) = &self.pre_norm {
+            export_norm(&name(n.pre_norm), norm, &mut out);
+        }
         for (i, block) in self.blocks.iter().enumerate() {
-            let p = format!("vit.encoder.layer.{i}");
-            export_norm(&format!("{p}.layernorm_before"), &block.norm1, &mut out);
-            for (field, suffix) in BLOCK_LINEARS {
+            let p = name(&format!("{}.{i}", n.layers));
+            export_norm(&format!("{p}.{}", n.parts[0]), &block.norm1, &mut out);
+            for (field, suffix) in BLOCK_LINEARS.iter().zip(&n.parts[1..7]) {
                 export_linear(&format!("{p}.{suffix}"), block.linear(field), &mut out);
             }
-            export_norm(&format!("{p}.layernorm_after"), &block.norm2, &mut out);
+            export_norm(&format!("{p}.{}", n.parts[7]), &block.norm2, &mut out);
         }
-        export_norm("vit.layernorm", &self.norm, &mut out);
+        export_norm(&name(n.norm), &self.norm, &mut out);
+        if let Some(projection) = &self.projection {
+            export_linear(n.projection, projection, &mut out);
+        }
         out
+    }
+
+    /// The stored shapes of the patch projection's weight, the class token and the position
+    /// embeddings under the naming `n`.
+    fn stored_shapes(&self, n: &Names) -> StoredShapes {
+        let [_, tokens, width] = self.position.dims();
+        let (c, p) = (self.channels, self.patch_size);
+        StoredShapes {
+            patch: if n.conv_patch {
+                vec![width, c, p, p]
+            } else {
+                vec![width, c * p * p]
+            },
+            cls: if n.squeezed {
+                vec![width]
+            } else {
+                vec![1, 1, width]
+            },
+            position: if n.squeezed {
+                vec![tokens, width]
+            } else {
+                vec![1, tokens, width]
+            },
+        }
     }
 
     /// A copy of this encoder whose weights come from `src` (names as [`Encoder::export`]). The
@@ -459,27 +737,39 @@ impl<B: Backend> Encoder<B> {
             e.norm = import_norm("mlp.norm", &self.norm, src)?;
             return Ok(e);
         }
-        e.patch = import_linear(
-            "vit.embeddings.patch_embeddings.projection",
-            &self.patch,
-            src,
-        )?;
-        e.cls_token = imported(src.take("vit.embeddings.cls_token", self.cls_token.dims())?);
+        let n = self.naming.names();
+        let name = |suffix: &str| format!("{}{suffix}", n.prefix);
+        let shapes = self.stored_shapes(&n);
+        e.patch = import_linear_as(&name(n.patch), &self.patch, &shapes.patch, src)?;
+        e.cls_token = imported(src.take_as(&name(n.cls), &shapes.cls, self.cls_token.dims())?);
         e.position =
-            imported(src.take("vit.embeddings.position_embeddings", self.position.dims())?);
+            imported(src.take_as(&name(n.position), &shapes.position, self.position.dims())?);
+        if let Some(norm) = &self.pre_norm {
+            e.pre_norm = Some(import_norm(&name(n.pre_norm), norm, src)?);
+        }
         for (i, block) in self.blocks.iter().enumerate() {
-            let p = format!("vit.encoder.layer.{i}");
+            let p = name(&format!("{}.{i}", n.layers));
             let b = &mut e.blocks[i];
-            b.norm1 = import_norm(&format!("{p}.layernorm_before"), &block.norm1, src)?;
-            for (field, suffix) in BLOCK_LINEARS {
+            b.norm1 = import_norm(&format!("{p}.{}", n.parts[0]), &block.norm1, src)?;
+            for (field, suffix) in BLOCK_LINEARS.iter().zip(&n.parts[1..7]) {
                 *b.linear_mut(field) =
                     import_linear(&format!("{p}.{suffix}"), block.linear(field), src)?;
             }
-            b.norm2 = import_norm(&format!("{p}.layernorm_after"), &block.norm2, src)?;
+            b.norm2 = import_norm(&format!("{p}.{}", n.parts[7]), &block.norm2, src)?;
         }
-        e.norm = import_norm("vit.layernorm", &self.norm, src)?;
+        e.norm = import_norm(&name(n.norm), &self.norm, src)?;
+        if let Some(projection) = &self.projection {
+            e.projection = Some(import_linear(n.projection, projection, src)?);
+        }
         Ok(e)
     }
+}
+
+/// See [`Encoder::stored_shapes`].
+struct StoredShapes {
+    patch: Vec<usize>,
+    cls: Vec<usize>,
+    position: Vec<usize>,
 }
 
 /// A copy of `t` with no autograd history.
