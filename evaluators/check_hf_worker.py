@@ -99,8 +99,10 @@ def rewrite_checkpoint(torch, src, dst, change):
     save_file(tensors, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
 
 
-def save_word_tokenizer(path):
-    """A word-level tokenizer over 255 words + [UNK] (256 ids), saved in path."""
+def save_word_tokenizer(path, special_tokens=False):
+    """A word-level tokenizer over 255 words + [UNK] (256 ids), saved in path; with
+    special_tokens, w1 and w2 are also its BOS and EOS (the tiny config's ids 1 and 2), which
+    lm_eval needs."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -109,7 +111,8 @@ def save_word_tokenizer(path):
         vocab[f"w{i}"] = i
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]").save_pretrained(path)
+    special = {"bos_token": "w1", "eos_token": "w2", "pad_token": "[UNK]"} if special_tokens else {}
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", **special).save_pretrained(path)
 
 
 # ---------------------------------------------------------------------------------------------
