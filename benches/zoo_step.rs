@@ -263,7 +263,8 @@ impl<B: AutodiffBackend> Bench<B> {
     fn open(zoo: &Path, device: &B::Device) -> Bench<B> {
         let scorer = ZooScorer::<B>::open(zoo, Split::Test, device).expect("open the zoo");
         let reporter = ZooScorer::open(zoo, Split::Test, device).expect("open the zoo");
-        let set = model_set(zoo, scorer.manifest()).expect("zoo models");
+        let manifest = scorer.zoo_manifest("the bench").expect("a zoo");
+        let set = model_set(zoo, manifest).expect("zoo models");
         let granularity: Granularity = "layer".parse().expect("granularity");
         let merger = Merger::load(&set, &granularity, device, &ProgressBar::hidden())
             .expect("load the merger");

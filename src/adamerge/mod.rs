@@ -43,6 +43,7 @@ use crate::merge::{MergeError, MergePlan};
 use crate::record::{Journal, RecordError, Status, TrialRecord, now, update_front, write_trials};
 use crate::space::{Space, SpaceError};
 use crate::study::{StudyError, lock_run_dir, prepare_dir, run_info};
+use crate::vision::benchmark::{BenchmarkError, VisionBenchmark};
 use crate::zoo::build::ZooError;
 use crate::zoo::evaluate::{TaskScores, ZooScorer};
 use crate::zoo::tasks::Split;
@@ -163,6 +164,9 @@ pub enum AdaMergeError {
     /// The zoo.
     #[error(transparent)]
     Zoo(#[from] ZooError),
+    /// Your own vision tasks (`[models] tasks`).
+    #[error(transparent)]
+    Benchmark(#[from] BenchmarkError),
     /// The run directory.
     #[error(transparent)]
     Study(#[from] StudyError),
@@ -188,6 +192,10 @@ pub struct AdaMergeOutcome {
     pub params: Map<String, Value>,
     /// The learned merge.
     pub plan: MergePlan,
+    /// The tasks' names.
+    pub tasks: Vec<String>,
+    /// Whether every task's inputs have labels (else the accuracies mean nothing).
+    pub labelled: bool,
     /// Each task's scores on the split before training (every coefficient at `init`).
     pub initial: Vec<TaskScores>,
     /// Each task's scores on the split after training.
@@ -196,21 +204,53 @@ pub struct AdaMergeOutcome {
     pub seconds_per_step: f64,
 }
 
-/// The zoo directory of a zoo space (`[models] zoo = ...`).
-fn zoo_dir(space: &Space) -> Result<PathBuf, AdaMergeError> {
-    space
-        .resolved
-        .get("models")
-        .and_then(|m| m.get("zoo"))
-        .and_then(|z| z.as_str())
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            AdaMergeError::Space(SpaceError::new(
+/// Where AdaMerging finds each task's head and unlabeled inputs.
+enum TaskSource {
+    /// The built-in zoo (`[models] zoo = ...`).
+    Zoo(PathBuf),
+    /// Your own vision tasks (`[models] tasks = ...`) on the base model `base`.
+    Vision {
+        /// The benchmark file.
+        file: PathBuf,
+        /// The base model's directory.
+        base: PathBuf,
+    },
+}
+
+impl TaskSource {
+    /// The tasks of `space`: its zoo, or its own vision tasks.
+    fn of(space: &Space) -> Result<TaskSource, AdaMergeError> {
+        let models = space.resolved.get("models");
+        let path = |key: &str| {
+            models
+                .and_then(|m| m.get(key))
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+        };
+        match (path("zoo"), path("tasks"), path("base")) {
+            (Some(zoo), _, _) => Ok(TaskSource::Zoo(zoo)),
+            (None, Some(file), Some(base)) => Ok(TaskSource::Vision { file, base }),
+            _ => Err(AdaMergeError::Space(SpaceError::new(
                 &space.file,
-                "models.zoo",
-                "is missing: AdaMerging needs each task's head and unlabeled inputs, which only the built-in zoo provides (`[models] zoo = \"results/zoo\"`)".into(),
-            ))
+                "models.tasks",
+                "is missing: AdaMerging needs each task's head and unlabeled inputs: the built-in zoo (`[models] zoo = \"results/zoo\"`) or a file of your own tasks (`tasks = \"tasks.toml\"`, see the README)".into(),
+            ))),
+        }
+    }
+
+    /// The scorer of `split`'s inputs.
+    fn scorer<B: Backend>(
+        &self,
+        split: Split,
+        device: &B::Device,
+    ) -> Result<ZooScorer<B>, AdaMergeError> {
+        Ok(match self {
+            TaskSource::Zoo(dir) => ZooScorer::open(dir, split, device)?,
+            TaskSource::Vision { file, base } => {
+                VisionBenchmark::read(file)?.scorer(base, split, device)?
+            }
         })
+    }
 }
 
 /// The space AdaMerging searches: `space` with task arithmetic (or TIES without normalization
@@ -221,7 +261,7 @@ pub fn derived_space(
     options: &AdaMergeOptions,
     progress: &ProgressBar,
 ) -> Result<Space, AdaMergeError> {
-    zoo_dir(space)?;
+    TaskSource::of(space)?;
     let mut raw = space.resolved.clone();
     let table = raw.as_table_mut().expect("a space is a TOML table");
     let mut fixed = toml::Table::new();
@@ -293,11 +333,11 @@ pub fn adamerge<B: AutodiffBackend>(
 ) -> Result<AdaMergeOutcome, AdaMergeError> {
     options.check()?;
     let space = derived_space(space, options, progress)?;
-    let zoo = zoo_dir(&space)?;
-    progress.set_message("loading the zoo");
-    let scorer = ZooScorer::<B>::open(&zoo, options.split, device)?;
+    let tasks = TaskSource::of(&space)?;
+    progress.set_message("loading the tasks");
+    let scorer = tasks.scorer::<B>(options.split, device)?;
     // Whole-split scoring runs on the inner backend, away from the autodiff graph.
-    let reporter = ZooScorer::<B::InnerBackend>::open(&zoo, options.split, device)?;
+    let reporter = tasks.scorer::<B::InnerBackend>(options.split, device)?;
     let models = space.models.as_ref().expect("a zoo space has models");
     let merger = models.merger::<B::InnerBackend>(device)?;
     let merge = DifferentiableMerge::<B>::new(&merger, options.ties);
@@ -348,12 +388,7 @@ pub fn adamerge<B: AutodiffBackend>(
     let mut x = inner(Tensor::full([groups, experts], options.init, device));
     let mut adam = Adam::new([groups, experts], options.lr, device);
     let objective = EntropyObjective::new(&merge, &scorer, options.batch);
-    let tasks: Vec<String> = scorer
-        .manifest()
-        .tasks
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
+    let tasks = scorer.task_names().to_vec();
     let initial = reporter.score_tensors(merge.merged(&x, &x))?;
     progress.set_length(options.steps as u64);
     progress.set_position(0);
@@ -408,7 +443,9 @@ pub fn adamerge<B: AutodiffBackend>(
     let x: Vec<f64> = x.into_data().iter::<f32>().map(shortest).collect();
     let entropies: Vec<f64> = learned.iter().map(|s| s.entropy).collect();
     let total = entropies.iter().sum();
-    let scores = task_scores(&tasks, &entropies, total, Some(&learned));
+    // Accuracy only where every task has labels (a benchmark of your own may have none).
+    let labelled = reporter.labelled().iter().all(|&l| l);
+    let scores = task_scores(&tasks, &entropies, total, labelled.then_some(&learned[..]));
     let last = record(options.steps as u64, &x, scores, started)?;
     journal.append(&last)?;
     let decoded = space
@@ -422,6 +459,8 @@ pub fn adamerge<B: AutodiffBackend>(
         plan: decoded.plan.expect("a zoo space decodes to a merge"),
         params: decoded.params,
         space,
+        tasks,
+        labelled,
         initial,
         learned,
         seconds_per_step,

@@ -117,31 +117,37 @@ pub fn run(args: &AdaMergeArgs) -> anyhow::Result<AdaMergeOutcome> {
     Ok(outcome)
 }
 
-/// Prints each task's accuracy before and after, and where the run is.
+/// Prints each task's accuracy (without labels, its prediction entropy) before and after, and
+/// where the run is.
 fn print_outcome(outcome: &AdaMergeOutcome, options: &AdaMergeOptions) {
-    let tasks = outcome
-        .space
-        .models
-        .as_ref()
-        .map(|m| m.labels.clone())
-        .unwrap_or_default();
-    println!(
-        "accuracy on the {} split (its labels were not used for training):",
-        options.split.name()
-    );
-    println!("{:<14} {:>10} {:>10}", "task", "init", "learned");
-    for ((task, a), b) in tasks.iter().zip(&outcome.initial).zip(&outcome.learned) {
+    type Measure = fn(&crate::zoo::evaluate::TaskScores) -> f64;
+    let (measure, unit, digits): (Measure, &str, usize) = if outcome.labelled {
         println!(
-            "{task:<14} {:>9.1}% {:>9.1}%",
-            100.0 * a.accuracy,
-            100.0 * b.accuracy
+            "accuracy on the {} split (its labels were not used for training):",
+            options.split.name()
+        );
+        (|t| 100.0 * t.accuracy, "%", 1)
+    } else {
+        println!(
+            "mean prediction entropy on the {} split (nats; the tasks have no labels, so no accuracy):",
+            options.split.name()
+        );
+        (|t| t.entropy, " ", 3)
+    };
+    println!("{:<14} {:>10} {:>10}", "task", "init", "learned");
+    let rows = outcome.initial.iter().zip(&outcome.learned);
+    for (task, (a, b)) in outcome.tasks.iter().zip(rows) {
+        println!(
+            "{task:<14} {:>9.digits$}{unit} {:>9.digits$}{unit}",
+            measure(a),
+            measure(b)
         );
     }
     let mean = |s: &[crate::zoo::evaluate::TaskScores]| {
-        100.0 * s.iter().map(|t| t.accuracy).sum::<f64>() / s.len().max(1) as f64
+        s.iter().map(measure).sum::<f64>() / s.len().max(1) as f64
     };
     println!(
-        "{:<14} {:>9.1}% {:>9.1}%",
+        "{:<14} {:>9.digits$}{unit} {:>9.digits$}{unit}",
         "mean",
         mean(&outcome.initial),
         mean(&outcome.learned)

@@ -95,6 +95,7 @@ fn classify(cause: &(dyn Error + 'static)) -> Option<i32> {
             AdaMergeError::Option(_) => Some(EXIT_CONFIG),
             AdaMergeError::Space(s) => classify(s),
             AdaMergeError::Zoo(z) => zoo_code(z),
+            AdaMergeError::Benchmark(_) => Some(EXIT_INPUT),
             AdaMergeError::Study(s) => study_code(s),
             AdaMergeError::Models(m) => Some(merge_code(m)),
         };
@@ -140,6 +141,7 @@ fn zoo_code(e: &ZooError) -> Option<i32> {
     match e {
         ZooError::Checkpoint(c) => Some(checkpoint_code(c)),
         ZooError::BadManifest { .. } | ZooError::NotAnEncoder(_) => Some(EXIT_INPUT),
+        ZooError::NotAZoo(_) => Some(EXIT_CONFIG),
         ZooError::Io { .. } => None,
     }
 }

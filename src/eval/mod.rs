@@ -60,6 +60,8 @@ pub use zoo::{Metric, ZooEvalConfig, ZooEvaluator, default_zoo_dir, ensure_built
 pub enum EvaluatorConfig {
     /// The built-in zoo benchmark.
     Zoo(ZooEvalConfig),
+    /// Your own vision tasks (a benchmark file) on the space's Hugging Face vision models.
+    Vision(ZooEvalConfig),
     /// An external program run once per trial.
     Command(ExternalConfig),
     /// An external program kept alive, one JSON line per trial.
@@ -143,6 +145,9 @@ impl EvaluatorConfig {
     ) -> Result<Box<dyn Evaluator<B>>, EvalConfigError> {
         Ok(match self {
             EvaluatorConfig::Zoo(config) => Box::new(ZooEvaluator::new(config, context, device)?),
+            EvaluatorConfig::Vision(config) => {
+                Box::new(ZooEvaluator::vision(config, context, device)?)
+            }
             EvaluatorConfig::Command(config) => Box::new(CommandEvaluator::new(config, context)?),
             EvaluatorConfig::Worker(config) => Box::new(WorkerEvaluator::new(config, context)?),
         })

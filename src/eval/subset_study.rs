@@ -71,7 +71,7 @@ pub fn subset_study<B: Backend>(
     progress: &ProgressBar,
 ) -> Result<Study, BaselineError> {
     let scorer = ZooScorer::<B>::open(dir, config.split, device)?;
-    let manifest = scorer.manifest();
+    let manifest = scorer.zoo_manifest("the subset study")?;
     let panel = panel_features(dir, &scorer, progress)?;
     let strategies = [Strategy::Random, Strategy::Stratified, Strategy::Anchors];
     // subsets[s][z][d][task]

@@ -17,6 +17,7 @@ use super::subset::{Strategy, Subset, SubsetSpec};
 use super::{EvalConfigError, EvalContext};
 use crate::checkpoint::Model;
 use crate::merge::Candidate;
+use crate::vision::benchmark::VisionBenchmark;
 use crate::zoo::build::{ZooConfig, ZooError, build, read_manifest};
 use crate::zoo::evaluate::{ItemScores, ZooScorer, read_all};
 use crate::zoo::tasks::Split;
@@ -75,6 +76,9 @@ pub struct ZooEvalConfig {
     /// The zoo directory; built with the default config when missing.
     #[serde(default = "default_zoo_dir")]
     pub zoo: PathBuf,
+    /// `kind = "vision"`: the benchmark file of your own tasks (see [`crate::vision::benchmark`]).
+    #[serde(default)]
+    pub benchmark: Option<PathBuf>,
     /// The split scored.
     #[serde(default = "default_split")]
     pub split: Split,
@@ -139,30 +143,15 @@ impl<B: Backend> ZooEvaluator<B> {
         let name = config.name.clone().unwrap_or_else(|| "zoo".into());
         let fail = |key: &str, problem: String| EvalConfigError::new(&name, key, problem);
         let zoo_error = |e: ZooError| fail("zoo", e.to_string());
-        if config.metrics.is_empty() {
+        check_options(config, &name)?;
+        if config.benchmark.is_some() {
             return Err(fail(
-                "metrics",
-                "is empty: list at least one of accuracy, cross_entropy, entropy".into(),
+                "benchmark",
+                "is for kind = \"vision\" (your own tasks); the zoo brings its own".into(),
             ));
-        }
-        if config.subset.is_some_and(|s| s.size == 0) {
-            return Err(fail("subset.size", "must be at least 1".into()));
         }
         ensure_built(&config.zoo, &context.progress).map_err(zoo_error)?;
         let scorer = ZooScorer::open(&config.zoo, config.split, device).map_err(zoo_error)?;
-        let names: Vec<String> = scorer
-            .manifest()
-            .tasks
-            .iter()
-            .map(|t| t.name.clone())
-            .collect();
-        let wanted = config.tasks.clone().unwrap_or_else(|| names.clone());
-        if wanted.is_empty() {
-            return Err(fail(
-                "tasks",
-                "is empty: leave it out to score every task".into(),
-            ));
-        }
         let panel = match config.subset {
             Some(spec) if spec.strategy == Strategy::Anchors => Some(
                 panel_features(&config.zoo, &scorer, &context.progress)
@@ -170,12 +159,83 @@ impl<B: Backend> ZooEvaluator<B> {
             ),
             _ => None,
         };
+        ZooEvaluator::with_scorer(name, config, scorer, panel)
+    }
+
+    /// The `vision` evaluator: the tasks of the benchmark file `config.benchmark` on the
+    /// space's base model (a Hugging Face ViT or CLIP vision model), and the subsets drawn.
+    pub fn vision(
+        config: &ZooEvalConfig,
+        context: &EvalContext,
+        device: &B::Device,
+    ) -> Result<ZooEvaluator<B>, EvalConfigError> {
+        let name = config.name.clone().unwrap_or_else(|| "vision".into());
+        let fail = |key: &str, problem: String| EvalConfigError::new(&name, key, problem);
+        check_options(config, &name)?;
+        let file = config.benchmark.as_ref().ok_or_else(|| {
+            fail(
+                "benchmark",
+                "is missing: the TOML file listing each task's head and images".into(),
+            )
+        })?;
+        if config
+            .subset
+            .is_some_and(|s| s.strategy == Strategy::Anchors)
+        {
+            return Err(fail(
+                "subset.strategy",
+                "anchors needs the built-in zoo's panel: use random or stratified".into(),
+            ));
+        }
+        let base = context.base.as_ref().ok_or_else(|| {
+            fail(
+                "benchmark",
+                "needs the space's [models] base: a Hugging Face ViT or CLIP vision model".into(),
+            )
+        })?;
+        let scorer = VisionBenchmark::read(file)
+            .and_then(|b| b.scorer(base, config.split, device))
+            .map_err(|e| fail("benchmark", e.to_string()))?;
+        let needs_labels = config.metrics.iter().find(|m| **m != Metric::Entropy);
+        let unlabelled = scorer
+            .task_names()
+            .iter()
+            .zip(scorer.labelled())
+            .find(|(_, l)| !**l);
+        if let (Some(metric), Some((task, _))) = (needs_labels, unlabelled) {
+            return Err(fail(
+                "metrics",
+                format!(
+                    "{} needs labels, and task {task:?} has none (labels.txt in its image folder, or a labels tensor); entropy needs none",
+                    metric.name()
+                ),
+            ));
+        }
+        ZooEvaluator::with_scorer(name, config, scorer, None)
+    }
+
+    /// The evaluator of `config`'s tasks, metrics and subsets on `scorer`.
+    fn with_scorer(
+        name: String,
+        config: &ZooEvalConfig,
+        scorer: ZooScorer<B>,
+        panel: Option<Vec<Vec<Vec<f32>>>>,
+    ) -> Result<ZooEvaluator<B>, EvalConfigError> {
+        let fail = |key: &str, problem: String| EvalConfigError::new(&name, key, problem);
+        let names = scorer.task_names().to_vec();
+        let wanted = config.tasks.clone().unwrap_or_else(|| names.clone());
+        if wanted.is_empty() {
+            return Err(fail(
+                "tasks",
+                "is empty: leave it out to score every task".into(),
+            ));
+        }
         let mut selected = Vec::new();
         for task in &wanted {
             let index = names.iter().position(|n| n == task).ok_or_else(|| {
                 fail(
                     "tasks",
-                    format!("names {task:?}, which the zoo does not have (it has {names:?})"),
+                    format!("names {task:?}, which is not one of the tasks {names:?}"),
                 )
             })?;
             selected.push((index, task.clone()));
@@ -366,6 +426,25 @@ pub fn ensure_built(dir: &Path, progress: &ProgressBar) -> Result<(), ZooError> 
 }
 
 /// For each task and item of the scorer's split, the probability that each panel model (the base,
+/// Checks the options every zoo-style evaluator shares.
+fn check_options(config: &ZooEvalConfig, name: &str) -> Result<(), EvalConfigError> {
+    if config.metrics.is_empty() {
+        return Err(EvalConfigError::new(
+            name,
+            "metrics",
+            "is empty: list at least one of accuracy, cross_entropy, entropy".into(),
+        ));
+    }
+    if config.subset.is_some_and(|s| s.size == 0) {
+        return Err(EvalConfigError::new(
+            name,
+            "subset.size",
+            "must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// then every expert) gives the true label: the items' features for anchor selection. Cached in
 /// the zoo directory (`panel-<split>.json`) since it costs one full evaluation per panel model.
 pub fn panel_features<B: Backend>(
@@ -373,7 +452,7 @@ pub fn panel_features<B: Backend>(
     scorer: &ZooScorer<B>,
     progress: &ProgressBar,
 ) -> Result<Vec<Vec<Vec<f32>>>, ZooError> {
-    let manifest = scorer.manifest();
+    let manifest = scorer.zoo_manifest("the anchors subset strategy")?;
     let split = scorer.split();
     let cache = zoo.join(format!("panel-{}.json", split.name()));
     if let Ok(text) = std::fs::read_to_string(&cache)

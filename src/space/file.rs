@@ -110,6 +110,9 @@ struct ModelsFile {
     base: Option<PathBuf>,
     #[serde(default)]
     experts: Vec<PathBuf>,
+    /// Your own vision tasks (a [`crate::vision::benchmark`] file), for AdaMerging.
+    #[serde(default)]
+    tasks: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -414,6 +417,13 @@ fn load_models(
             return Err(ModelsProblem::Invalid(
                 "models.base",
                 "is missing (or give zoo = \"results/zoo\")".into(),
+            ));
+        }
+        (Some(_), None) if m.tasks.is_some() => {
+            return Err(ModelsProblem::Invalid(
+                "models.tasks",
+                "is given with zoo, which brings its own tasks (tasks is for your own models)"
+                    .into(),
             ));
         }
         (Some(zoo), None) => {

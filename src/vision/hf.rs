@@ -345,6 +345,29 @@ mod tests {
     }
 
     #[test]
+    fn unit_features_have_length_one() {
+        let arch = VisionArch::tiny(Family::Clip);
+        let encoder = random_encoder::<B>(&arch, 3, &Default::default()).with_unit_features();
+        let x = Tensor::<B, 2>::random(
+            [4, arch.pixels()],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &Default::default(),
+        );
+        let lengths: Vec<f32> = encoder
+            .forward(x)
+            .powi_scalar(2)
+            .sum_dim(1)
+            .sqrt()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(
+            lengths.iter().all(|l| (l - 1.0).abs() < 1e-5),
+            "{lengths:?}"
+        );
+    }
+
+    #[test]
     fn tensors_are_named_and_shaped_as_transformers_saves_them() {
         let names = |family| -> Vec<(String, Vec<usize>)> {
             random_encoder::<B>(&VisionArch::tiny(family), 1, &Default::default())

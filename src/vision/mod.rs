@@ -4,7 +4,9 @@
 //! ([`crate::zoo::model::Encoder`]), configured from the config, and an encoder is written back
 //! in the layout `transformers` reads.
 
+pub mod benchmark;
 pub mod hf;
+pub mod inputs;
 
 /// The transformer families whose vision encoders are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -92,7 +92,7 @@ impl<B: Backend> Baselines<B> {
     ) -> Result<Baselines<B>, BaselineError> {
         let validation = ZooScorer::open(dir, Split::Validation, device)?;
         let test = ZooScorer::open(dir, Split::Test, device)?;
-        let set = model_set(dir, test.manifest())?;
+        let set = model_set(dir, test.zoo_manifest("the baseline table")?)?;
         let merger = Merger::load(&set, granularity, device, &ProgressBar::hidden())?;
         Ok(Baselines {
             merger,
@@ -104,17 +104,12 @@ impl<B: Backend> Baselines<B> {
 
     /// The zoo's task names, in order.
     pub fn task_names(&self) -> Vec<String> {
-        self.test
-            .manifest()
-            .tasks
-            .iter()
-            .map(|t| t.name.clone())
-            .collect()
+        self.test.task_names().to_vec()
     }
 
     /// The table's rows: base, experts, weight averaging, task arithmetic, TIES.
     pub fn table(&self, dir: &Path, progress: &ProgressBar) -> Result<Table, BaselineError> {
-        let manifest = self.test.manifest();
+        let manifest = self.test.zoo_manifest("the baseline table")?;
         let tasks = self.task_names();
         progress.set_length(
             (3 + self.experts + TASK_ARITHMETIC_LAMBDAS.len() + TIES_LAMBDAS.len()) as u64,

@@ -212,6 +212,9 @@ pub enum ZooError {
     /// A candidate's tensors do not form the zoo's encoder.
     #[error("the candidate is not an encoder of this zoo: {0}")]
     NotAnEncoder(String),
+    /// Work that needs the built-in zoo (its manifest and models) asked of other tasks.
+    #[error("{0} needs the built-in zoo, not a benchmark of your own models")]
+    NotAZoo(&'static str),
     /// `zoo.json` does not parse.
     #[error("{}: not a zoo manifest: {reason}", path.display())]
     BadManifest {

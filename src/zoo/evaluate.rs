@@ -32,14 +32,19 @@ pub struct TaskScores {
 /// the other, with each row's joint class index and head mask: scoring any items of any tasks is
 /// one gather and one batched forward pass, and one read back to the host.
 pub struct ZooScorer<B: Backend> {
-    manifest: Manifest,
+    /// The zoo's manifest, when the tasks are the zoo's (not a [`crate::vision`] benchmark's).
+    manifest: Option<Manifest>,
+    /// Each task's name.
+    names: Vec<String>,
+    /// Whether each task's items have true labels (else accuracy and cross-entropy mean nothing).
+    labelled: Vec<bool>,
     template: Encoder<B>,
     heads: Vec<Head<B>>,
     task_heads: TaskHeads<B>,
     data: Vec<Dataset>,
     /// First row of each task in the device tensors.
     starts: Vec<usize>,
-    /// `[rows, IMAGE_PIXELS]`.
+    /// `[rows, pixels per image]`.
     images: Tensor<B, 2>,
     /// Each row's class in the joint logits of [`TaskHeads`].
     labels: Tensor<B, 1, Int>,
@@ -47,6 +52,21 @@ pub struct ZooScorer<B: Backend> {
     masks: Tensor<B, 2>,
     split: Split,
     device: B::Device,
+}
+
+/// The tasks a [`ZooScorer`] scores: per task its name, head, items (images and labels; labels
+/// are 0 where `labelled` is false) and whether it has labels.
+pub struct TaskSet<B: Backend> {
+    /// Each task's name.
+    pub names: Vec<String>,
+    /// Whether each task's labels are true labels.
+    pub labelled: Vec<bool>,
+    /// Each task's head.
+    pub heads: Vec<Head<B>>,
+    /// Each task's items of the split.
+    pub data: Vec<Dataset>,
+    /// Values per image (the encoder's input width).
+    pub pixels: usize,
 }
 
 /// Rows scored in one forward pass: bounds the activations' memory on wide encoders.
@@ -86,6 +106,32 @@ impl<B: Backend> ZooScorer<B> {
             );
             data.push(generate(task, split, config.eval_examples, config.seed));
         }
+        let tasks = TaskSet {
+            names: manifest.tasks.iter().map(|t| t.name.clone()).collect(),
+            labelled: vec![true; data.len()],
+            heads,
+            data,
+            pixels: IMAGE_PIXELS,
+        };
+        let mut scorer = ZooScorer::from_tasks(template, tasks, split, device);
+        scorer.manifest = Some(manifest);
+        Ok(scorer)
+    }
+
+    /// A scorer of `template`'s encoder with each task's head on that task's items of `split`.
+    pub fn from_tasks(
+        template: Encoder<B>,
+        tasks: TaskSet<B>,
+        split: Split,
+        device: &B::Device,
+    ) -> ZooScorer<B> {
+        let TaskSet {
+            names,
+            labelled,
+            heads,
+            data,
+            pixels,
+        } = tasks;
         let task_heads = TaskHeads::new(&heads);
         let mut starts = vec![0];
         let (mut images, mut labels, mut masks) = (Vec::new(), Vec::new(), Vec::new());
@@ -101,24 +147,41 @@ impl<B: Backend> ZooScorer<B> {
         }
         let rows = labels.len();
         let classes = masks.len() / rows.max(1);
-        Ok(ZooScorer {
-            manifest,
+        ZooScorer {
+            manifest: None,
+            names,
+            labelled,
             template,
             heads,
             task_heads,
             data,
-            images: Tensor::from_data(TensorData::new(images, [rows, IMAGE_PIXELS]), device),
+            images: Tensor::from_data(TensorData::new(images, [rows, pixels]), device),
             labels: Tensor::from_data(TensorData::new(labels, [rows]), device),
             masks: Tensor::from_data(TensorData::new(masks, [rows, classes]), device),
             starts,
             split,
             device: device.clone(),
-        })
+        }
     }
 
-    /// The zoo's manifest.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+    /// The zoo's manifest, when the tasks are the zoo's.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// The zoo's manifest; `work` (what needs it) fails when the tasks are not the zoo's.
+    pub fn zoo_manifest(&self, work: &'static str) -> Result<&Manifest, ZooError> {
+        self.manifest.as_ref().ok_or(ZooError::NotAZoo(work))
+    }
+
+    /// Each task's name, in order.
+    pub fn task_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether each task's items have true labels.
+    pub fn labelled(&self) -> &[bool] {
+        &self.labelled
     }
 
     /// The split scored.

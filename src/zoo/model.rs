@@ -121,6 +121,7 @@ impl EncoderConfig {
                 image_size: IMAGE_SIZE,
                 activation: Activation::Gelu,
                 naming: Naming::Zoo,
+                unit_features: false,
             },
             EncoderKind::Mlp => Encoder {
                 patch: seeded_linear(IMAGE_SIZE * IMAGE_SIZE, self.dim, rng, device),
@@ -139,6 +140,7 @@ impl EncoderConfig {
                 image_size: IMAGE_SIZE,
                 activation: Activation::Gelu,
                 naming: Naming::Zoo,
+                unit_features: false,
             },
         }
     }
@@ -230,6 +232,9 @@ pub struct Encoder<B: Backend> {
     activation: Activation,
     #[module(skip)]
     naming: Naming,
+    /// Whether the features are scaled to unit length (CLIP's zero-shot classification).
+    #[module(skip)]
+    unit_features: bool,
 }
 
 /// How an encoder's tensors are named and shaped in its files.
@@ -425,10 +430,23 @@ impl<B: Backend> Encoder<B> {
             .slice([0..batch, 0..1, 0..dim])
             .reshape([batch, dim]);
         let features = self.norm.forward(cls);
-        match &self.projection {
+        let features = match &self.projection {
             Some(projection) => projection.forward(features),
             None => features,
+        };
+        if self.unit_features {
+            let length = features.clone().powi_scalar(2).sum_dim(1).sqrt();
+            features / length
+        } else {
+            features
         }
+    }
+
+    /// This encoder with its features scaled to unit length, as CLIP scores zero-shot heads
+    /// (`logit_scale` times the cosine of image and text embeddings).
+    pub fn with_unit_features(mut self) -> Encoder<B> {
+        self.unit_features = true;
+        self
     }
 
     /// An encoder of the architecture `arch` with every weight zero and layer norms of scale
@@ -477,6 +495,7 @@ impl<B: Backend> Encoder<B> {
             image_size: arch.image_size,
             activation: arch.activation,
             naming,
+            unit_features: false,
         }
     }
 }
@@ -794,6 +813,11 @@ impl<B: Backend> Head<B> {
     /// Logits `[batch, classes]`.
     pub fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
         self.linear.forward(features)
+    }
+
+    /// The number of classes.
+    pub fn classes_count(&self) -> usize {
+        self.linear.weight.dims()[1]
     }
 
     /// The head restricted to the classes `classes` (a task's rows of a joint-label head).
