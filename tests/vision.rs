@@ -13,6 +13,7 @@ use mergesearch::vision::benchmark::VisionBenchmark;
 use mergesearch::vision::hf::{
     load_encoder, random_encoder, read_arch, standalone_naming, write_encoder,
 };
+use mergesearch::vision::inputs::{Preprocessing, read_inputs};
 use mergesearch::vision::{Family, VisionArch};
 use mergesearch::zoo::build::write_model;
 use mergesearch::zoo::model::{Encoder, TensorSource};
@@ -22,6 +23,13 @@ use crate::common::{TempDir, without_transformers};
 use crate::faults::{expect_exit, mergesearch};
 
 type B = Flex;
+
+/// The largest and the mean absolute difference of `a` and `b`.
+fn differences(a: &[f32], b: &[f32]) -> (f32, f32) {
+    let d: Vec<f32> = a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect();
+    let max = d.iter().copied().fold(0.0, f32::max);
+    (max, d.iter().sum::<f32>() / d.len().max(1) as f32)
+}
 
 /// The reference script's path.
 fn reference() -> String {
@@ -107,6 +115,40 @@ fn our_vit_and_clip_compute_the_features_transformers_computes() {
             diff < 1e-4,
             "{name}: transformers' checkpoint's features differ by {diff}"
         );
+        // Images of another size, PNG and JPEG, prepared as the model's image processor says.
+        let images = tmp.join(&format!("images-{name}"));
+        std::fs::create_dir_all(&images).unwrap();
+        for i in 0..3u64 {
+            write_image(&images.join(format!("{i}.png")), 24, 20, i);
+        }
+        write_image(&images.join("3.jpg"), 20, 28, 3);
+        let arch = read_arch(&theirs).unwrap();
+        let ours = read_inputs(&images, &arch, || Preprocessing::read(&theirs, 3)).unwrap();
+        let out = tmp.join(&format!("pixels-{name}"));
+        python(&[
+            "preprocess",
+            theirs.to_str().unwrap(),
+            images.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        let expected = Model::open(&out).unwrap().read_f32("pixels").unwrap();
+        assert_eq!(ours.pixels.len(), expected.len(), "{name}: pixel counts");
+        let per_image = arch.pixels();
+        for (i, (a, b)) in ours
+            .pixels
+            .chunks(per_image)
+            .zip(expected.chunks(per_image))
+            .enumerate()
+        {
+            let (max, mean) = differences(a, b);
+            eprintln!(
+                "{name}, image {i}: |our pixels - the image processor's|: max {max:.3}, mean {mean:.4} (normalized units)"
+            );
+            assert!(
+                mean < 0.01 && max < 0.25,
+                "{name}: image {i} is prepared differently: max {max}, mean {mean}"
+            );
+        }
     }
 }
 
@@ -118,12 +160,14 @@ fn succeed(args: &[&str], what: &str) {
 
 /// Writes a `side` x `side` RGB PNG of pseudo-random bytes from `seed`.
 fn write_png(path: &Path, side: u32, seed: u64) {
-    let file = std::fs::File::create(path).unwrap();
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), side, side);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
+    write_image(path, side, side, seed);
+}
+
+/// Writes a `width` x `height` RGB image of pseudo-random bytes from `seed`, in the format its
+/// extension names.
+fn write_image(path: &Path, width: u32, height: u32, seed: u64) {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let bytes: Vec<u8> = (0..side * side * 3)
+    let bytes: Vec<u8> = (0..width * height * 3)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -131,8 +175,10 @@ fn write_png(path: &Path, side: u32, seed: u64) {
             (state >> 24) as u8
         })
         .collect();
-    let mut writer = encoder.write_header().unwrap();
-    writer.write_image_data(&bytes).unwrap();
+    image::RgbImage::from_raw(width, height, bytes)
+        .unwrap()
+        .save(path)
+        .unwrap();
 }
 
 /// A model directory of `arch` in `dir`: the base's weights (seed 1) plus random noise of

@@ -14,7 +14,13 @@ transformers are installed; CI does not).
     hf_vision.py make vit|clip MODEL_DIR
         saves a tiny randomly initialized transformers model (seeded) with save_pretrained: a
         checkpoint written by transformers itself, with the parts mergesearch does not read
-        (ViT's pooler).
+        (ViT's pooler); and its image processor's preprocessor_config.json (ViT: resized to
+        16x16, bilinear; CLIP: shortest edge 16, bicubic, center crop 16x16).
+
+    hf_vision.py preprocess MODEL_DIR IMAGES_DIR OUT_DIR
+        prepares the .png/.jpg images of IMAGES_DIR (file-name order) with MODEL_DIR's image
+        processor (transformers' PIL backend) and writes them to OUT_DIR/model.safetensors as
+        "pixels".
 """
 
 import json
@@ -69,6 +75,24 @@ def make(family, model_dir):
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(model_dir, safe_serialization=True)
+    if family == "vit":
+        processor = transformers.ViTImageProcessor(size={"height": 16, "width": 16})
+    else:
+        processor = transformers.CLIPImageProcessor(size={"shortest_edge": 16},
+                                                    crop_size={"height": 16, "width": 16})
+    processor.save_pretrained(model_dir)
+
+
+def preprocess(model_dir, images_dir, out_dir):
+    from PIL import Image
+
+    processor = transformers.AutoImageProcessor.from_pretrained(model_dir)
+    names = sorted(n for n in os.listdir(images_dir)
+                   if n.lower().endswith((".png", ".jpg", ".jpeg")))
+    images = [Image.open(os.path.join(images_dir, n)).convert("RGB") for n in names]
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    os.makedirs(out_dir, exist_ok=True)
+    save_file({"pixels": pixels.contiguous().float()}, os.path.join(out_dir, "model.safetensors"))
 
 
 def main(argv):
@@ -76,6 +100,8 @@ def main(argv):
         features(*argv[1:])
     elif argv[:1] == ["make"] and len(argv) == 3 and argv[1] in ("vit", "clip"):
         make(argv[1], argv[2])
+    elif argv[:1] == ["preprocess"] and len(argv) == 4:
+        preprocess(*argv[1:])
     else:
         sys.exit(__doc__)
 

@@ -20,7 +20,7 @@ use burn::prelude::*;
 use serde::Deserialize;
 
 use super::hf::{VisionError, load_encoder};
-use super::inputs::{Inputs, Normalization, read_inputs};
+use super::inputs::{Inputs, Preprocessing, read_inputs};
 use crate::checkpoint::Model;
 use crate::rng::Rng;
 use crate::zoo::evaluate::{TaskSet, ZooScorer};
@@ -165,7 +165,7 @@ impl VisionBenchmark {
                 pixels,
                 count,
                 labels,
-            } = read_inputs(path, &arch, || Normalization::read(base, arch.channels))
+            } = read_inputs(path, &arch, || Preprocessing::read(base, arch.channels))
                 .map_err(|e| file_error(&e.path, format!("task {:?}: {}", task.name, e.problem)))?;
             let classes = head.classes_count();
             if let Some(bad) = labels.iter().flatten().find(|&&l| l as usize >= classes) {
