@@ -200,8 +200,12 @@ pub struct AdaMergeOutcome {
     pub initial: Vec<TaskScores>,
     /// Each task's scores on the split after training.
     pub learned: Vec<TaskScores>,
-    /// Mean wall time of a training step, seconds.
+    /// Mean wall time of a training step after the first (of the only one when there is one),
+    /// seconds.
     pub seconds_per_step: f64,
+    /// Wall time of the first step, which also pays first-use costs (allocations, on a GPU
+    /// kernel compilation), seconds.
+    pub first_step_seconds: f64,
 }
 
 /// Where AdaMerging finds each task's head and unlabeled inputs.
@@ -418,6 +422,7 @@ pub fn adamerge<B: AutodiffBackend>(
             Ok(())
         };
     let clock = Instant::now();
+    let mut after_first = None;
     for step in 0..options.steps {
         let started = now();
         let indices = sample_batch(scorer.datasets(), options.batch, options.seed, step as u64);
@@ -433,11 +438,16 @@ pub fn adamerge<B: AutodiffBackend>(
             started,
         });
         x = next;
+        after_first.get_or_insert_with(Instant::now);
     }
     if let Some(p) = pending.take() {
         finish(p, &mut trials)?;
     }
-    let seconds_per_step = clock.elapsed().as_secs_f64() / options.steps as f64;
+    let first_step_seconds = after_first.map_or(0.0, |t| (t - clock).as_secs_f64());
+    let seconds_per_step = match after_first {
+        Some(t) if options.steps > 1 => t.elapsed().as_secs_f64() / (options.steps - 1) as f64,
+        _ => first_step_seconds,
+    };
     let started = now();
     let learned = reporter.score_tensors(merge.merged(&x, &x))?;
     let x: Vec<f64> = x.into_data().iter::<f32>().map(shortest).collect();
@@ -464,6 +474,7 @@ pub fn adamerge<B: AutodiffBackend>(
         initial,
         learned,
         seconds_per_step,
+        first_step_seconds,
     })
 }
 

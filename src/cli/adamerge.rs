@@ -153,8 +153,9 @@ fn print_outcome(outcome: &AdaMergeOutcome, options: &AdaMergeOptions) {
         mean(&outcome.learned)
     );
     println!(
-        "{:.1} ms per step; run in {} (the learned merge is trial {}: `mergesearch export {} --trial {} --out DIR`)",
+        "{:.1} ms per step after the first ({:.1} ms); run in {} (the learned merge is trial {}: `mergesearch export {} --trial {} --out DIR`)",
         1e3 * outcome.seconds_per_step,
+        1e3 * outcome.first_step_seconds,
         outcome.dir.display(),
         options.steps,
         outcome.dir.display(),
