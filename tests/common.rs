@@ -36,21 +36,22 @@ impl Drop for TempDir {
     }
 }
 
-/// Why `python3` cannot import torch, transformers and safetensors here, if it cannot.
-pub fn without_transformers() -> Option<String> {
+/// Whether `python3` cannot import torch, transformers and safetensors here; if so, prints
+/// that the calling test is skipped, and why.
+pub fn transformers_missing() -> bool {
     let out = std::process::Command::new("python3")
         .args(["-c", "import torch, transformers, safetensors"])
         .output();
-    match out {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(
-            String::from_utf8_lossy(&o.stderr)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string(),
-        ),
-        Err(e) => Some(e.to_string()),
-    }
+    let why = match out {
+        Ok(o) if o.status.success() => return false,
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("skipped: python3 cannot import torch, transformers and safetensors ({why})");
+    true
 }

@@ -10,7 +10,7 @@ use mergesearch::checkpoint::Dtype;
 use mergesearch::fixtures::SyntheticSpec;
 use mergesearch::record::{Status, TrialRecord, read_journal};
 
-use crate::common::{TempDir, without_transformers};
+use crate::common::{TempDir, transformers_missing};
 use crate::faults::{expect_exit, mergesearch};
 use crate::study::{models, models_of, models_table, write};
 
@@ -284,8 +284,7 @@ fn a_scratch_place_without_room_fails_the_trials_not_the_run() {
 
 #[test]
 fn the_resident_transformers_worker_scores_as_a_fresh_load_does() {
-    if let Some(why) = without_transformers() {
-        eprintln!("skipped: python3 cannot import torch, transformers and safetensors ({why})");
+    if transformers_missing() {
         return;
     }
     let tmp = TempDir::new("scaling", "resident");

@@ -19,7 +19,7 @@ use mergesearch::zoo::build::write_model;
 use mergesearch::zoo::model::{Encoder, TensorSource};
 use mergesearch::zoo::tasks::Split;
 
-use crate::common::{TempDir, without_transformers};
+use crate::common::{TempDir, transformers_missing};
 use crate::faults::{expect_exit, mergesearch};
 
 type B = Flex;
@@ -76,16 +76,12 @@ fn max_difference(tmp: &TempDir, dir: &Path, label: &str) -> f32 {
     let theirs = Model::open(&out).unwrap().read_f32("features").unwrap();
     let ours: Vec<f32> = encoder.forward(images).into_data().to_vec().unwrap();
     assert_eq!(ours.len(), theirs.len(), "{label}: feature counts");
-    ours.iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    differences(&ours, &theirs).0
 }
 
 #[test]
 fn our_vit_and_clip_compute_the_features_transformers_computes() {
-    if let Some(why) = without_transformers() {
-        eprintln!("skipped: python3 cannot import torch, transformers and safetensors ({why})");
+    if transformers_missing() {
         return;
     }
     let tmp = TempDir::new("vision", "parity");

@@ -43,7 +43,7 @@ use crate::merge::{MergeError, MergePlan};
 use crate::record::{Journal, RecordError, Status, TrialRecord, now, update_front, write_trials};
 use crate::space::{Space, SpaceError};
 use crate::study::{StudyError, lock_run_dir, prepare_dir, run_info};
-use crate::vision::benchmark::{BenchmarkError, VisionBenchmark};
+use crate::vision::benchmark::{BenchmarkError, TaskInputs, VisionBenchmark};
 use crate::zoo::build::ZooError;
 use crate::zoo::evaluate::{TaskScores, ZooScorer};
 use crate::zoo::tasks::Split;
@@ -242,17 +242,31 @@ impl TaskSource {
         }
     }
 
-    /// The scorer of `split`'s inputs.
-    fn scorer<B: Backend>(
-        &self,
-        split: Split,
-        device: &B::Device,
-    ) -> Result<ZooScorer<B>, AdaMergeError> {
+    /// The tasks' inputs of `split`, read once for scorers on any backend.
+    fn read(&self, split: Split) -> Result<SplitTasks, AdaMergeError> {
         Ok(match self {
-            TaskSource::Zoo(dir) => ZooScorer::open(dir, split, device)?,
+            TaskSource::Zoo(dir) => SplitTasks::Zoo(dir.clone(), split),
             TaskSource::Vision { file, base } => {
-                VisionBenchmark::read(file)?.scorer(base, split, device)?
+                SplitTasks::Vision(VisionBenchmark::read(file)?.read_tasks(base, split)?)
             }
+        })
+    }
+}
+
+/// One split of a [`TaskSource`]'s tasks, ready to be scored on any backend.
+enum SplitTasks {
+    /// The zoo in this directory, whose split is generated when a scorer opens it.
+    Zoo(PathBuf, Split),
+    /// Your own tasks, their images decoded.
+    Vision(TaskInputs),
+}
+
+impl SplitTasks {
+    /// A scorer of these tasks on `device`.
+    fn scorer<B: Backend>(&self, device: &B::Device) -> Result<ZooScorer<B>, AdaMergeError> {
+        Ok(match self {
+            SplitTasks::Zoo(dir, split) => ZooScorer::open(dir, *split, device)?,
+            SplitTasks::Vision(tasks) => tasks.scorer(device)?,
         })
     }
 }
@@ -337,11 +351,11 @@ pub fn adamerge<B: AutodiffBackend>(
 ) -> Result<AdaMergeOutcome, AdaMergeError> {
     options.check()?;
     let space = derived_space(space, options, progress)?;
-    let tasks = TaskSource::of(&space)?;
     progress.set_message("loading the tasks");
-    let scorer = tasks.scorer::<B>(options.split, device)?;
+    let tasks = TaskSource::of(&space)?.read(options.split)?;
+    let scorer = tasks.scorer::<B>(device)?;
     // Whole-split scoring runs on the inner backend, away from the autodiff graph.
-    let reporter = tasks.scorer::<B::InnerBackend>(options.split, device)?;
+    let reporter = tasks.scorer::<B::InnerBackend>(device)?;
     let models = space.models.as_ref().expect("a zoo space has models");
     let merger = models.merger::<B::InnerBackend>(device)?;
     let merge = DifferentiableMerge::<B>::new(&merger, options.ties);

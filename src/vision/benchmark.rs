@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::Deserialize;
 
-use super::hf::{VisionError, load_encoder};
+use super::hf::{VisionError, load_encoder, read_model_arch};
 use super::inputs::{Inputs, Preprocessing, read_inputs};
 use crate::checkpoint::Model;
 use crate::rng::Rng;
@@ -131,21 +131,24 @@ impl VisionBenchmark {
         split: Split,
         device: &B::Device,
     ) -> Result<ZooScorer<B>, BenchmarkError> {
-        let (arch, template) = load_encoder::<B>(base, device)?;
-        let template = if self.unit_features {
-            template.with_unit_features()
-        } else {
-            template
-        };
-        let mut tasks = TaskSet {
+        self.read_tasks(base, split)?.scorer(device)
+    }
+
+    /// Each task's head and inputs of `split`, read and checked against the encoder of `base`
+    /// once, for scorers on any backend (decoding images is the costly part).
+    pub fn read_tasks(&self, base: &Path, split: Split) -> Result<TaskInputs, BenchmarkError> {
+        let arch = read_model_arch(base)?;
+        let mut tasks = TaskInputs {
+            base: base.to_path_buf(),
+            split,
+            unit_features: self.unit_features,
             names: Vec::new(),
             labelled: Vec::new(),
             heads: Vec::new(),
             data: Vec::new(),
-            pixels: arch.pixels(),
         };
         for task in &self.tasks {
-            let head = read_head::<B>(&task.name, &task.head, arch.feature_width(), device)?;
+            let head = read_head(&task.name, &task.head, arch.feature_width())?;
             let path = match split {
                 Split::Test => &task.test,
                 Split::Validation => task.validation.as_ref().ok_or_else(|| {
@@ -167,7 +170,7 @@ impl VisionBenchmark {
                 labels,
             } = read_inputs(path, &arch, || Preprocessing::read(base, arch.channels))
                 .map_err(|e| file_error(&e.path, format!("task {:?}: {}", task.name, e.problem)))?;
-            let classes = head.classes_count();
+            let classes = head.classes;
             if let Some(bad) = labels.iter().flatten().find(|&&l| l as usize >= classes) {
                 return Err(file_error(
                     path,
@@ -186,17 +189,79 @@ impl VisionBenchmark {
                 classes,
             });
         }
-        Ok(ZooScorer::from_tasks(template, tasks, split, device))
+        Ok(tasks)
+    }
+}
+
+/// A benchmark's tasks of one split, read on the host (see [`VisionBenchmark::read_tasks`]).
+pub struct TaskInputs {
+    base: PathBuf,
+    split: Split,
+    unit_features: bool,
+    names: Vec<String>,
+    labelled: Vec<bool>,
+    heads: Vec<HeadWeights>,
+    data: Vec<Dataset>,
+}
+
+impl TaskInputs {
+    /// The scorer of the base's encoder with these tasks, on `device`.
+    pub fn scorer<B: Backend>(&self, device: &B::Device) -> Result<ZooScorer<B>, BenchmarkError> {
+        let (arch, template) = load_encoder::<B>(&self.base, device)?;
+        let template = if self.unit_features {
+            template.with_unit_features()
+        } else {
+            template
+        };
+        let tasks = TaskSet {
+            names: self.names.clone(),
+            labelled: self.labelled.clone(),
+            heads: self.heads.iter().map(|h| h.head(device)).collect(),
+            data: self.data.clone(),
+            pixels: arch.pixels(),
+        };
+        Ok(ZooScorer::from_tasks(template, tasks, self.split, device))
+    }
+}
+
+/// A task's linear head as read from its file.
+struct HeadWeights {
+    task: String,
+    /// `[classes, width]`, row-major.
+    weight: Vec<f32>,
+    /// `[classes]`.
+    bias: Vec<f32>,
+    classes: usize,
+    width: usize,
+}
+
+impl HeadWeights {
+    /// The head on `device`.
+    fn head<B: Backend>(&self, device: &B::Device) -> Head<B> {
+        let tensor = |values: &[f32]| {
+            Tensor::<B, 1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+        };
+        let (task, classes) = (&self.task, self.classes);
+        let source = TensorSource::new([
+            (
+                format!("heads.{task}.weight"),
+                vec![classes, self.width],
+                tensor(&self.weight),
+            ),
+            (
+                format!("heads.{task}.bias"),
+                vec![classes],
+                tensor(&self.bias),
+            ),
+        ]);
+        Head::new(self.width, classes, &mut Rng::new(0), device)
+            .import(task, &source)
+            .expect("a head's weights were checked against its shape when read")
     }
 }
 
 /// The head of task `task` in the safetensors file `path`, for features of width `width`.
-fn read_head<B: Backend>(
-    task: &str,
-    path: &Path,
-    width: usize,
-    device: &B::Device,
-) -> Result<Head<B>, BenchmarkError> {
+fn read_head(task: &str, path: &Path, width: usize) -> Result<HeadWeights, BenchmarkError> {
     let fail = |problem: String| file_error(path, format!("task {task:?}'s head: {problem}"));
     let file = Model::open(path).map_err(|e| fail(e.to_string()))?;
     let weight = file
@@ -220,19 +285,11 @@ fn read_head<B: Backend>(
         }
         Some(_) => read("bias")?,
     };
-    let tensor = |values: Vec<f32>| {
-        let n = values.len();
-        Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device)
-    };
-    let source = TensorSource::new([
-        (
-            format!("heads.{task}.weight"),
-            shape,
-            tensor(read("weight")?),
-        ),
-        (format!("heads.{task}.bias"), vec![classes], tensor(bias)),
-    ]);
-    Head::new(width, classes, &mut Rng::new(0), device)
-        .import(task, &source)
-        .map_err(|e| fail(e.to_string()))
+    Ok(HeadWeights {
+        task: task.to_string(),
+        weight: read("weight")?,
+        bias,
+        classes,
+        width,
+    })
 }

@@ -177,20 +177,33 @@ fn naming_of(model: &Model, family: Family, dir: &Path) -> Result<Naming, Vision
     }
 }
 
+/// The architecture of the model directory `dir`, its projection included (read from the
+/// checkpoint's header, opened as `model`).
+fn arch_of(dir: &Path, model: &Model) -> Result<VisionArch, VisionError> {
+    let mut arch = read_arch(dir)?;
+    if arch.family == Family::Clip {
+        arch.projection = model
+            .get("visual_projection.weight")
+            .map(|e| e.info.shape[0]);
+    }
+    Ok(arch)
+}
+
+/// The architecture of the `transformers` model directory `dir` as [`load_encoder`] builds it
+/// (with CLIP's projection when the checkpoint has one), without reading its weights.
+pub fn read_model_arch(dir: &Path) -> Result<VisionArch, VisionError> {
+    arch_of(dir, &Model::open(dir)?)
+}
+
 /// Loads the vision encoder of the `transformers` model directory `dir` onto `device`, with its
 /// architecture (CLIP's `visual_projection` is used when the checkpoint has it).
 pub fn load_encoder<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(VisionArch, Encoder<B>), VisionError> {
-    let mut arch = read_arch(dir)?;
     let model = Model::open(dir)?;
+    let arch = arch_of(dir, &model)?;
     let naming = naming_of(&model, arch.family, dir)?;
-    if arch.family == Family::Clip {
-        arch.projection = model
-            .get("visual_projection.weight")
-            .map(|e| e.info.shape[0]);
-    }
     let template = Encoder::template(&arch, naming, device);
     let mut tensors = Vec::new();
     for (name, _, _) in template.export() {
