@@ -356,6 +356,7 @@ pub fn adamerge<B: AutodiffBackend>(
     let scorer = tasks.scorer::<B>(device)?;
     // Whole-split scoring runs on the inner backend, away from the autodiff graph.
     let reporter = tasks.scorer::<B::InnerBackend>(device)?;
+    drop(tasks); // the scorers hold the images now
     let models = space.models.as_ref().expect("a zoo space has models");
     let merger = models.merger::<B::InnerBackend>(device)?;
     let merge = DifferentiableMerge::<B>::new(&merger, options.ties);
