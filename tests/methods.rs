@@ -770,3 +770,56 @@ fn large_tied_tensors_match_the_reference_cached_and_one_shot_alike() {
         assert_close(&cached, &want, &format!("{method} on 300k tied elements"));
     }
 }
+
+#[test]
+fn cached_draw_codes_give_the_generators_masks_at_every_density_and_seed() {
+    // One store serves DARE and DELLA candidates at densities on and off the codes' 1/256 grid;
+    // its cached draw codes must decide every element as the generator does (the one-shot path
+    // draws every value). A second seed's stream is not the cached one and must be drawn too.
+    use mergesearch::merge::engine::host::{Ranks, Resolved, Rows, run_to_vec};
+    let case = Case::random(&[300, 400], 3, 5);
+    let meta = TensorMeta {
+        name: NAME.to_string(),
+        shape: case.shape.clone(),
+        block: None,
+        dtype: Dtype::F32,
+        experts: 3,
+    };
+    let mut all = case.base.clone();
+    case.experts.iter().for_each(|e| all.extend_from_slice(e));
+    let mut store = HostStore::new();
+    store.push(meta.clone(), HostRows::from_f32(all.clone()));
+    let rows = Rows::split(&all, 3);
+    let grid = 64.0 / 256.0;
+    for (method, density, seed) in [
+        (Method::DareTies, 0.3, 11),
+        (Method::DareTies, grid, 11),
+        (
+            Method::DareLinear,
+            f64::from(f32::from_bits((grid as f32).to_bits() + 1)),
+            11,
+        ),
+        (Method::Della, 0.4, 11),
+        (Method::DellaLinear, 0.7, 11),
+        (Method::DareTies, 0.3, 12),
+        (Method::Della, 0.4, 12),
+    ] {
+        let experts: Vec<_> = (0..3)
+            .map(|i| vec![("weight", 0.4 + 0.2 * f64::from(i)), ("density", density)])
+            .collect();
+        let p = params(method, &[], &experts);
+        let job = tensor_job(method, &meta, &p, seed, || unreachable!());
+        let cached = match store.run(0, &job, Dtype::F32) {
+            HostRows::F32(values) => values,
+            other => panic!("asked for f32, got {:?}", other.dtype()),
+        };
+        let resolved = Resolved::new(&job, &rows, meta.row_width());
+        let drawn: Vec<f32> = run_to_vec(&job, &rows, &Ranks::Resolved(&resolved));
+        let differ = cached
+            .iter()
+            .zip(&drawn)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{method}, density {density}, seed {seed}");
+    }
+}

@@ -6,6 +6,7 @@
 use std::mem::MaybeUninit;
 
 use super::bits::{StreamKey, uniform};
+use super::draws::{Draws, decide};
 use super::elem::Elem;
 use super::job::{Consensus, Gta, Job, Mask, Mix};
 use super::ranks::{Bound, Codes, magnitude_key};
@@ -53,11 +54,43 @@ impl<'a, E: Elem> Rows<'a, E> {
         self.base.is_empty()
     }
 
+    /// Asks the CPU to bring elements `start..start + len` of every row into its cache ahead of
+    /// use: a block's arithmetic between its loads otherwise leaves the memory idle, and the
+    /// hardware prefetcher stops at each page of the several rows read in turn.
+    #[inline(always)]
+    pub fn prefetch(&self, start: usize, len: usize) {
+        prefetch(self.base, start, len);
+        for expert in &self.experts {
+            prefetch(expert, start, len);
+        }
+    }
+
     /// `tau_i` at element `j`.
     #[inline(always)]
     fn tau(&self, i: usize, j: usize) -> f32 {
         self.experts[i][j].value() - self.base[j].value()
     }
+}
+
+/// Asks the CPU to bring `values[start..start + len]` (clamped to the slice) into its cache.
+#[inline(always)]
+fn prefetch<T>(values: &[T], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let end = (start + len).min(values.len());
+        if start >= end {
+            return;
+        }
+        let bytes = (end - start) * std::mem::size_of::<T>();
+        let first = values[start..end].as_ptr() as *const i8;
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: the address lies inside `values`; a prefetch never faults; SSE is baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (values, start, len);
 }
 
 /// Where the masks of a job find magnitude ranks.
@@ -69,6 +102,8 @@ pub enum Ranks<'a> {
         codes: Option<(&'a [Codes], u32)>,
         /// Row ranks.
         rows: Option<&'a [Codes]>,
+        /// Per expert, the draw codes of its random mask's stream, where cached.
+        draws: &'a [Option<&'a Draws>],
     },
     /// Bounds and row ranks found for this job alone (a merge that runs once).
     Resolved(&'a Resolved),
@@ -159,12 +194,14 @@ enum HostMask<'a> {
     Random {
         keep: f32,
         key: StreamKey,
+        draws: Option<&'a [u8]>,
     },
     MagPrune {
         offset: f32,
         slope: f32,
         key: StreamKey,
         ranks: &'a Codes,
+        draws: Option<&'a [u8]>,
     },
 }
 
@@ -186,9 +223,7 @@ pub fn run<E: Elem, O: Elem>(job: &Job, rows: &Rows<E>, ranks: &Ranks, out: &mut
                 .map(|i| host_mask(&g.masks[i], i, rows, ranks))
                 .collect();
             let scales: Vec<f32> = if g.rescale {
-                (0..masks.len())
-                    .map(|i| rescale_factor(rows, i, &masks[i]))
-                    .collect()
+                rescale_factors(rows, &masks)
             } else {
                 vec![1.0; masks.len()]
             };
@@ -258,6 +293,7 @@ impl<E: Elem> Blocks for GtaBlocks<'_, E> {
 
     #[inline(always)]
     fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], arrays: &mut [[f32; BLOCK]]) {
+        self.rows.prefetch(start + BLOCK, BLOCK);
         let (kept, sums) = arrays.split_at_mut(self.masks.len());
         for (i, d) in kept.iter_mut().enumerate() {
             fill_kept(
@@ -431,52 +467,74 @@ fn fill_kept<E: Elem>(
                 }
             }
         },
-        HostMask::Random { keep, key } => {
-            for (jj, (o, &t)) in out.iter_mut().zip(taus).enumerate() {
-                *o = keep_or_zero(uniform(*key, (start + jj) as u32) < *keep, t);
-            }
+        HostMask::Random { keep, key, draws } => {
+            let draws = draws.map(|d| &d[start..start + len]);
+            random_block(out, taus, start, *key, draws, |_| *keep, scale);
         }
         HostMask::MagPrune {
             offset,
             slope,
             key,
             ranks,
+            draws,
         } => {
-            // One loop per width, over slices, so that it vectorizes.
-            #[inline(always)]
-            fn prune<R: Copy>(
-                out: &mut [f32],
-                taus: &[f32],
-                ranks: &[R],
-                as_f32: impl Fn(R) -> f32,
-                keep_or_zero: impl Fn(bool, f32) -> f32,
-                (start, offset, slope, key): (usize, f32, f32, StreamKey),
-            ) {
-                for (jj, ((o, &t), &rank)) in out.iter_mut().zip(taus).zip(ranks).enumerate() {
-                    let p = slope.mul_add(as_f32(rank), offset);
-                    *o = keep_or_zero(uniform(key, (start + jj) as u32) < p, t);
+            let draws = draws.map(|d| &d[start..start + len]);
+            let (slope, offset) = (*slope, *offset);
+            // One loop per width, so that it vectorizes.
+            match ranks {
+                Codes::U16(r) => {
+                    let r = &r[start..start + len];
+                    let keep = |jj: usize| slope.mul_add(f32::from(r[jj]), offset);
+                    random_block(out, taus, start, *key, draws, keep, scale)
+                }
+                Codes::U32(r) => {
+                    let r = &r[start..start + len];
+                    let keep = |jj: usize| slope.mul_add(r[jj] as f32, offset);
+                    random_block(out, taus, start, *key, draws, keep, scale)
                 }
             }
-            let at = (start, *offset, *slope, *key);
-            match ranks {
-                Codes::U16(r) => prune(
-                    out,
-                    taus,
-                    &r[start..start + len],
-                    f32::from,
-                    keep_or_zero,
-                    at,
-                ),
-                Codes::U32(r) => prune(
-                    out,
-                    taus,
-                    &r[start..start + len],
-                    |r| r as f32,
-                    keep_or_zero,
-                    at,
-                ),
-            }
         }
+    }
+}
+
+/// A random mask over one block: element `jj` (of index `start + jj`) is kept where its uniform
+/// value on stream `key` is below `keep(jj)`. With the stream's draw codes, the codes decide all
+/// but the elements on the threshold's code (about 1/256 of them), which are drawn exactly; the
+/// loops have no branches, so that they vectorize.
+#[inline(always)]
+fn random_block(
+    out: &mut [f32],
+    taus: &[f32],
+    start: usize,
+    key: StreamKey,
+    draws: Option<&[u8]>,
+    keep: impl Fn(usize) -> f32,
+    scale: f32,
+) {
+    let keep_or_zero = |kept: bool, tau: f32| if kept { tau * scale } else { 0.0 };
+    let Some(codes) = draws else {
+        for (jj, (o, &t)) in out.iter_mut().zip(taus).enumerate() {
+            *o = keep_or_zero(uniform(key, (start + jj) as u32) < keep(jj), t);
+        }
+        return;
+    };
+    let mut undecided = [0u8; BLOCK];
+    let undecided = &mut undecided[..out.len()];
+    for (jj, (((o, &t), &c), u)) in out
+        .iter_mut()
+        .zip(taus)
+        .zip(codes)
+        .zip(undecided.iter_mut())
+        .enumerate()
+    {
+        let (sure, open) = decide(c, keep(jj) * 256.0);
+        *u = u8::from(open);
+        *o = keep_or_zero(sure, t);
+    }
+    // Visited one by one, so that the generator runs for these elements alone.
+    for jj in memchr::memchr_iter(1, undecided) {
+        let p = keep(jj);
+        out[jj] = keep_or_zero(uniform(key, (start + jj) as u32) < p, taus[jj]);
     }
 }
 
@@ -629,31 +687,38 @@ fn consensus_block<E: Elem>(
     }
 }
 
-/// The factor that restores task vector `i`'s L1 norm after masking: `|tau|_1 / |d|_1`, or 1
-/// when either norm is below 1e-7 (tree sums in `f32`).
-fn rescale_factor<E: Elem>(rows: &Rows<E>, i: usize, mask: &HostMask) -> f32 {
+/// The factors that restore each task vector's L1 norm after its mask: `|tau_i|_1 / |d_i|_1`, or
+/// 1 when either norm is below 1e-7 (tree sums in `f32`), all found in one pass over the rows.
+fn rescale_factors<E: Elem>(rows: &Rows<E>, masks: &[HostMask]) -> Vec<f32> {
     struct Norms<'a, E> {
         rows: &'a Rows<'a, E>,
-        i: usize,
-        mask: &'a HostMask<'a>,
+        masks: &'a [HostMask<'a>],
     }
-    impl<E: Elem> Sums<2> for Norms<'_, E> {
+    impl<E: Elem> Sums for Norms<'_, E> {
+        fn count(&self) -> usize {
+            2 * self.masks.len()
+        }
+
         #[inline(always)]
-        fn fill(&self, start: usize, len: usize, [original, kept]: &mut [[f32; TREE_BLOCK]; 2]) {
-            let (original, kept) = (&mut original[..len], &mut kept[..len]);
-            fill_kept(self.rows, self.i, self.mask, 1.0, start, original, kept);
-            for (o, d) in original.iter_mut().zip(kept.iter_mut()) {
-                *o = o.abs();
-                *d = d.abs();
+        fn fill(&self, start: usize, len: usize, blocks: &mut [[f32; TREE_BLOCK]]) {
+            self.rows.prefetch(start + TREE_BLOCK, TREE_BLOCK);
+            for (i, pair) in blocks.chunks_exact_mut(2).enumerate() {
+                let [original, kept] = pair else {
+                    unreachable!("chunks of two")
+                };
+                let (original, kept) = (&mut original[..len], &mut kept[..len]);
+                fill_kept(self.rows, i, &self.masks[i], 1.0, start, original, kept);
+                for (o, d) in original.iter_mut().zip(kept.iter_mut()) {
+                    *o = o.abs();
+                    *d = d.abs();
+                }
             }
         }
     }
-    let [original, kept] = tree_sums(
-        rows.len(),
-        threads_for(rows.len()),
-        &Norms { rows, i, mask },
-    );
-    rescale_from_sums(original, kept)
+    let sums = tree_sums(rows.len(), threads_for(rows.len()), &Norms { rows, masks });
+    sums.chunks_exact(2)
+        .map(|s| rescale_from_sums(s[0], s[1]))
+        .collect()
 }
 
 /// `original / kept`, or 1 when either is below 1e-7 (mergekit's guard).
@@ -674,7 +739,11 @@ fn host_mask<'a, E: Elem>(
     match *mask {
         Mask::All => HostMask::All,
         Mask::Nothing => HostMask::Nothing,
-        Mask::Random { keep, key } => HostMask::Random { keep, key },
+        Mask::Random { keep, key } => HostMask::Random {
+            keep,
+            key,
+            draws: cached_draws(ranks, i, key),
+        },
         Mask::Window { lo, hi } => match ranks {
             Ranks::Cached { codes, .. } => {
                 let (codes, shift) = codes.expect("the caller caches codes for window masks");
@@ -706,6 +775,7 @@ fn host_mask<'a, E: Elem>(
             }
         },
         Mask::MagPrune { offset, slope, key } => {
+            let ranks_of = ranks;
             let ranks = match ranks {
                 Ranks::Cached { rows, .. } => rows.expect("the caller caches row ranks for DELLA"),
                 Ranks::Resolved(r) => r.rows.as_deref().expect("resolved with the job"),
@@ -715,8 +785,22 @@ fn host_mask<'a, E: Elem>(
                 slope,
                 key,
                 ranks: &ranks[i],
+                draws: cached_draws(ranks_of, i, key),
             }
         }
+    }
+}
+
+/// Expert `i`'s cached draw codes, where they are those of stream `key`.
+fn cached_draws<'a>(ranks: &Ranks<'a>, i: usize, key: StreamKey) -> Option<&'a [u8]> {
+    match ranks {
+        Ranks::Cached { draws, .. } => draws
+            .get(i)
+            .copied()
+            .flatten()
+            .filter(|d| d.key == key)
+            .map(|d| d.codes.as_slice()),
+        Ranks::Resolved(_) => None,
     }
 }
 
@@ -733,9 +817,16 @@ pub fn run_to_vec<E: Elem, O: Elem>(job: &Job, rows: &Rows<E>, ranks: &Ranks) ->
 /// The tree sums of `|base|^2`, `|expert|^2` and `base . expert` of the first expert (SLERP).
 pub fn slerp_sums<E: Elem>(rows: &Rows<E>) -> [f32; 3] {
     struct Products<'a, E>(&'a Rows<'a, E>);
-    impl<E: Elem> Sums<3> for Products<'_, E> {
+    impl<E: Elem> Sums for Products<'_, E> {
+        fn count(&self) -> usize {
+            3
+        }
+
         #[inline(always)]
-        fn fill(&self, start: usize, len: usize, [s00, s11, s01]: &mut [[f32; TREE_BLOCK]; 3]) {
+        fn fill(&self, start: usize, len: usize, blocks: &mut [[f32; TREE_BLOCK]]) {
+            let [s00, s11, s01] = blocks else {
+                unreachable!("three sums")
+            };
             let base = &self.0.base[start..start + len];
             let expert = &self.0.experts[0][start..start + len];
             for (jj, (b, e)) in base.iter().zip(expert).enumerate() {
@@ -746,5 +837,6 @@ pub fn slerp_sums<E: Elem>(rows: &Rows<E>) -> [f32; 3] {
             }
         }
     }
-    tree_sums(rows.len(), threads_for(rows.len()), &Products(rows))
+    let sums = tree_sums(rows.len(), threads_for(rows.len()), &Products(rows));
+    [sums[0], sums[1], sums[2]]
 }

@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+use super::draws::Draws;
 use super::elem::HostRows;
 use super::host::{Ranks, Rows, run_to_vec, slerp_sums};
 use super::job::Job;
@@ -10,13 +11,15 @@ use super::{Store, TensorMeta, for_each_parallel, rank_workers};
 use crate::checkpoint::Dtype;
 use crate::with_rows;
 
-/// Tensors in host memory, in their stored dtype, with their magnitude ranks built on first use.
+/// Tensors in host memory, in their stored dtype, with their magnitude ranks and each expert's
+/// draw codes (DARE, DELLA) built on first use.
 #[derive(Default)]
 pub struct HostStore {
     tensors: Vec<TensorMeta>,
     rows: Vec<HostRows>,
     codes: Vec<OnceLock<Vec<Codes>>>,
     row_ranks: Vec<OnceLock<Vec<Codes>>>,
+    draws: Vec<Vec<OnceLock<Draws>>>,
 }
 
 impl HostStore {
@@ -28,10 +31,13 @@ impl HostStore {
     /// Adds a tensor: `rows` hold the base, then each expert (`meta.experts` of them).
     pub fn push(&mut self, meta: TensorMeta, rows: HostRows) {
         debug_assert_eq!(meta.dtype, rows.dtype());
+        let experts = meta.experts;
         self.tensors.push(meta);
         self.rows.push(rows);
         self.codes.push(OnceLock::new());
         self.row_ranks.push(OnceLock::new());
+        self.draws
+            .push((0..experts).map(|_| OnceLock::new()).collect());
     }
 
     /// Every expert's magnitude keys of tensor `t`, on one thread per expert.
@@ -64,6 +70,23 @@ impl HostStore {
         let cols = self.tensors[t].row_width();
         self.row_ranks[t].get_or_init(|| self.per_expert(t, |keys| row_ranks(&keys, cols)))
     }
+
+    /// Per expert of tensor `t`, the draw codes of the stream its mask in `job` draws from: built
+    /// for the first stream asked for (a run's seed is fixed), `None` for any other.
+    fn draws(&self, t: usize, job: &Job) -> Vec<Option<&Draws>> {
+        let Job::Gta(g) = job else {
+            return Vec::new();
+        };
+        let n = self.tensors[t].numel();
+        g.masks
+            .iter()
+            .zip(&self.draws[t])
+            .map(|(mask, cell)| {
+                let key = mask.stream()?;
+                Some(cell.get_or_init(|| Draws::new(key, n))).filter(|d| d.key == key)
+            })
+            .collect()
+    }
 }
 
 impl Store for HostStore {
@@ -75,11 +98,13 @@ impl Store for HostStore {
 
     fn run(&self, t: usize, job: &Job, dtype: Dtype) -> HostRows {
         let meta = &self.tensors[t];
+        let draws = self.draws(t, job);
         let ranks = Ranks::Cached {
             codes: job
                 .needs_ranks()
                 .then(|| (self.codes(t), code_layout(meta.numel()).1)),
             rows: job.needs_row_ranks().then(|| self.row_ranks(t)),
+            draws: &draws,
         };
         with_rows!(&self.rows[t], |all: E| {
             let rows = Rows::split(all, meta.experts);
@@ -101,6 +126,10 @@ impl Store for HostStore {
         self.rows.iter().map(HostRows::bytes).sum::<usize>()
             + self.codes.iter().map(cached).sum::<usize>()
             + self.row_ranks.iter().map(cached).sum::<usize>()
+            + (self.draws.iter().flatten())
+                .filter_map(OnceLock::get)
+                .map(Draws::bytes)
+                .sum::<usize>()
     }
 
     fn prepare(&self, ranks: bool, row_ranks: bool) {

@@ -111,6 +111,14 @@ impl Mask {
     pub fn needs_row_ranks(&self) -> bool {
         matches!(self, Mask::MagPrune { .. })
     }
+
+    /// The random stream the mask draws from, if it draws.
+    pub fn stream(&self) -> Option<StreamKey> {
+        match *self {
+            Mask::Random { key, .. } | Mask::MagPrune { key, .. } => Some(key),
+            _ => None,
+        }
+    }
 }
 
 /// A consensus (TALL mask) merge of one tensor.

@@ -7,6 +7,7 @@
 //! its tensors and returns the merged values in the dtype asked for.
 
 pub mod bits;
+pub mod draws;
 pub mod elem;
 pub mod host;
 pub mod host_store;
@@ -116,9 +117,22 @@ pub trait Work {
 pub fn with_fast_cpu<W: Work>(work: &mut W) {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn widest<W: Work>(work: &mut W) {
+            work.run()
+        }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn fast<W: Work>(work: &mut W) {
             work.run()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU was just checked to support every extension enabled.
+            return unsafe { widest(work) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {

@@ -20,46 +20,56 @@ pub fn block_sum(block: &mut [f32; TREE_BLOCK]) -> f32 {
     block[0]
 }
 
-/// Values of `N` sums over the same positions, written block by block.
-pub trait Sums<const N: usize>: Sync {
-    /// Writes the values of positions `start..start + len` of sum `s` into `blocks[s][..len]`.
-    /// Marked `#[inline(always)]` in implementations, so it compiles with the loop around it.
-    fn fill(&self, start: usize, len: usize, blocks: &mut [[f32; TREE_BLOCK]; N]);
+/// Values of several sums over the same positions, written block by block.
+pub trait Sums: Sync {
+    /// How many sums.
+    fn count(&self) -> usize;
+
+    /// Writes the values of positions `start..start + len` of sum `s` into `blocks[s][..len]`
+    /// (`blocks` holds [`count`](Sums::count) zeroed blocks). Marked `#[inline(always)]` in
+    /// implementations, so it compiles with the loop around it.
+    fn fill(&self, start: usize, len: usize, blocks: &mut [[f32; TREE_BLOCK]]);
 }
 
-/// The block sums of one thread's share of blocks.
-struct Part<'a, const N: usize, S: Sums<N>> {
+/// The block sums of one thread's share of blocks: `count` per block, block after block.
+struct Part<'a, S: Sums> {
     sums: &'a S,
     n: usize,
     first_block: usize,
-    out: &'a mut [[f32; N]],
+    out: &'a mut [f32],
 }
 
-impl<const N: usize, S: Sums<N>> super::Work for Part<'_, N, S> {
+impl<S: Sums> super::Work for Part<'_, S> {
     #[inline(always)]
     fn run(&mut self) {
-        let mut block = [[0f32; TREE_BLOCK]; N];
-        for (b, out) in self.out.iter_mut().enumerate() {
+        let count = self.sums.count();
+        let mut blocks = vec![[0f32; TREE_BLOCK]; count];
+        for (b, out) in self.out.chunks_mut(count).enumerate() {
             let start = (self.first_block + b) * TREE_BLOCK;
             let len = TREE_BLOCK.min(self.n.saturating_sub(start));
-            for s in block.iter_mut() {
+            for s in blocks.iter_mut() {
                 s.fill(0.0);
             }
-            self.sums.fill(start, len, &mut block);
-            for (o, s) in out.iter_mut().zip(block.iter_mut()) {
+            self.sums.fill(start, len, &mut blocks);
+            for (o, s) in out.iter_mut().zip(blocks.iter_mut()) {
                 *o = block_sum(s);
             }
         }
     }
 }
 
-/// `N` tree sums over the same `n` positions; block sums run on up to `threads` threads.
-pub fn tree_sums<const N: usize, S: Sums<N>>(n: usize, threads: usize, sums: &S) -> [f32; N] {
+/// The tree sums of `sums` over the same `n` positions, in order; block sums run on up to
+/// `threads` threads.
+pub fn tree_sums<S: Sums>(n: usize, threads: usize, sums: &S) -> Vec<f32> {
+    let count = sums.count();
+    if count == 0 {
+        return Vec::new();
+    }
     let blocks = n.div_ceil(TREE_BLOCK).max(1);
-    let mut partials = vec![[0f32; N]; blocks];
+    let mut partials = vec![0f32; blocks * count];
     let per_thread = blocks.div_ceil(threads.max(1));
     std::thread::scope(|scope| {
-        for (t, out) in partials.chunks_mut(per_thread).enumerate() {
+        for (t, out) in partials.chunks_mut(per_thread * count).enumerate() {
             let mut part = Part {
                 sums,
                 n,
@@ -73,9 +83,9 @@ pub fn tree_sums<const N: usize, S: Sums<N>>(n: usize, threads: usize, sums: &S)
             }
         }
     });
-    let mut totals = [0f32; N];
+    let mut totals = vec![0f32; count];
     for (s, total) in totals.iter_mut().enumerate() {
-        let mut level: Vec<f32> = partials.iter().map(|p| p[s]).collect();
+        let mut level: Vec<f32> = partials.iter().skip(s).step_by(count).copied().collect();
         while level.len() > 1 {
             level = level
                 .chunks(TREE_BLOCK)
@@ -98,9 +108,13 @@ mod tests {
     #[test]
     fn tree_sums_are_exact_on_integers_and_independent_of_threads() {
         struct Test;
-        impl Sums<2> for Test {
-            fn fill(&self, start: usize, len: usize, out: &mut [[f32; TREE_BLOCK]; 2]) {
-                let [a, b] = out;
+        impl Sums for Test {
+            fn count(&self) -> usize {
+                2
+            }
+
+            fn fill(&self, start: usize, len: usize, out: &mut [[f32; TREE_BLOCK]]) {
+                let [a, b] = out else { unreachable!() };
                 for (i, (x, y)) in a.iter_mut().zip(b.iter_mut()).take(len).enumerate() {
                     *x = ((start + i) % 7) as f32;
                     *y = 1.0 / (1.0 + (start + i) as f32);
@@ -112,7 +126,8 @@ mod tests {
             let one = tree_sums(n, 1, &Test);
             assert_eq!(f64::from(one[0]), want, "n = {n}");
             let three = tree_sums(n, 3, &Test);
-            assert_eq!(one.map(f32::to_bits), three.map(f32::to_bits));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&one), bits(&three));
         }
     }
 }
