@@ -261,6 +261,7 @@ struct CombineBlocks<'a, E> {
 impl<E: Elem> Blocks for CombineBlocks<'_, E> {
     #[inline(always)]
     fn block(&self, start: usize, len: usize, acc: &mut [f32; BLOCK], _: &mut [[f32; BLOCK]]) {
+        self.rows.prefetch(start + BLOCK, BLOCK);
         combine_block(self.rows, self.c0, self.c, start, len, acc)
     }
 }
