@@ -144,14 +144,15 @@ pub fn merge_bench<B: Backend>(
     let tensors = spec.tensors();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let setup = format!(
-        "model: {} blocks x {} (MLP {}, vocab {}), {}, {:.1} M parameters ({:.2} GB), {k} experts, device {device_name}",
+        "model: {} blocks x {} (MLP {}, vocab {}), {}, {:.1} M parameters ({:.2} GB), {k} experts, device {device_name} (host loops: {})",
         spec.layers,
         spec.hidden,
         spec.intermediate,
         spec.vocab,
         spec.dtype,
         spec.params() as f64 / 1e6,
-        spec.bytes() as f64 / 1e9
+        spec.bytes() as f64 / 1e9,
+        crate::merge::engine::CpuBuild::detect()
     );
     eprintln!("{setup}");
     let started = Instant::now();

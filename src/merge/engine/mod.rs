@@ -105,39 +105,79 @@ pub fn rank_workers(experts: usize) -> usize {
 }
 
 /// Work that runs on one thread: its `run` (marked `#[inline(always)]`, as everything it calls
-/// in a hot loop must be) is compiled a second time for AVX2 and FMA by [`with_fast_cpu`].
+/// in a hot loop must be) is compiled again for each [`CpuBuild`] by [`with_fast_cpu`].
 pub trait Work {
     /// Does the work.
     fn run(&mut self);
 }
 
-/// Runs `work`, compiled (with everything it inlines) for AVX2 and FMA where the CPU has them,
-/// so the loops vectorize with hardware fused multiply-adds. The results are the same either
-/// way: `mul_add` is always fused, in software without FMA.
+/// The instruction sets the host engine's loops run with on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuBuild {
+    /// AVX-512 (F, BW, VL, DQ) with FMA.
+    Avx512,
+    /// AVX2 with FMA.
+    Avx2,
+    /// The target's baseline (SSE2 on x86-64).
+    Baseline,
+}
+
+impl CpuBuild {
+    /// The widest build this CPU supports, detected once.
+    pub fn detect() -> CpuBuild {
+        static BUILD: std::sync::OnceLock<CpuBuild> = std::sync::OnceLock::new();
+        *BUILD.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512f")
+                    && has!("avx512bw")
+                    && has!("avx512vl")
+                    && has!("avx512dq")
+                    && has!("fma")
+                {
+                    return CpuBuild::Avx512;
+                }
+                if has!("avx2") && has!("fma") {
+                    return CpuBuild::Avx2;
+                }
+            }
+            CpuBuild::Baseline
+        })
+    }
+}
+
+impl std::fmt::Display for CpuBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CpuBuild::Avx512 => "AVX-512",
+            CpuBuild::Avx2 => "AVX2",
+            CpuBuild::Baseline => "baseline SIMD",
+        })
+    }
+}
+
+/// Runs `work`, compiled (with everything it inlines) for the widest [`CpuBuild`] the CPU
+/// supports, so the loops vectorize with hardware fused multiply-adds. The results are the same
+/// bits in every build: the arithmetic is written operation by operation, and `mul_add` is always
+/// fused (in software without FMA).
 pub fn with_fast_cpu<W: Work>(work: &mut W) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-        unsafe fn widest<W: Work>(work: &mut W) {
+        unsafe fn avx512<W: Work>(work: &mut W) {
             work.run()
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn fast<W: Work>(work: &mut W) {
+        unsafe fn avx2<W: Work>(work: &mut W) {
             work.run()
         }
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU was just checked to support every extension enabled.
-            return unsafe { widest(work) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU was just checked to support both extensions.
-            return unsafe { fast(work) };
+        match CpuBuild::detect() {
+            // SAFETY: `detect` found every extension these builds enable.
+            CpuBuild::Avx512 => return unsafe { avx512(work) },
+            // SAFETY: as above.
+            CpuBuild::Avx2 => return unsafe { avx2(work) },
+            CpuBuild::Baseline => {}
         }
     }
     work.run()
