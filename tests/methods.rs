@@ -62,6 +62,24 @@ impl Case {
         self.base.iter().map(|&b| f64::from(b)).collect()
     }
 
+    /// The tensor's description, as an `f32` tensor named [`NAME`].
+    fn meta(&self, block: Option<BlockPosition>) -> TensorMeta {
+        TensorMeta {
+            name: NAME.to_string(),
+            shape: self.shape.clone(),
+            block,
+            dtype: Dtype::F32,
+            experts: self.experts.len(),
+        }
+    }
+
+    /// The base, then each expert, one after the other (as a store holds them).
+    fn rows(&self) -> Vec<f32> {
+        let mut rows = self.base.clone();
+        self.experts.iter().for_each(|e| rows.extend_from_slice(e));
+        rows
+    }
+
     fn merge(
         &self,
         method: Method,
@@ -69,22 +87,19 @@ impl Case {
         seed: u64,
         block: Option<BlockPosition>,
     ) -> Vec<f32> {
-        let meta = TensorMeta {
-            name: NAME.to_string(),
-            shape: self.shape.clone(),
-            block,
-            dtype: Dtype::F32,
-            experts: self.experts.len(),
-        };
-        let mut rows = self.base.clone();
-        self.experts.iter().for_each(|e| rows.extend_from_slice(e));
+        let meta = self.meta(block);
         let mut store = HostStore::new();
-        store.push(meta.clone(), HostRows::from_f32(rows));
+        store.push(meta.clone(), HostRows::from_f32(self.rows()));
         let job = tensor_job(method, &meta, p, seed, || store.slerp_sums(0));
-        match store.run(0, &job, Dtype::F32) {
-            HostRows::F32(values) => values,
-            other => panic!("asked for f32, got {:?}", other.dtype()),
-        }
+        f32_values(store.run(0, &job, Dtype::F32))
+    }
+}
+
+/// The values of merged rows asked for in `f32`.
+fn f32_values(rows: HostRows) -> Vec<f32> {
+    match rows {
+        HostRows::F32(values) => values,
+        other => panic!("asked for f32, got {:?}", other.dtype()),
     }
 }
 
@@ -718,15 +733,7 @@ fn large_tied_tensors_match_the_reference_cached_and_one_shot_alike() {
     case.experts.iter_mut().for_each(to_bf16);
     let (base, taus) = (case.base64(), case.taus());
     let w = [0.8, 0.5];
-    let meta = TensorMeta {
-        name: NAME.to_string(),
-        shape: case.shape.clone(),
-        block: None,
-        dtype: Dtype::F32,
-        experts: 2,
-    };
-    let mut all = case.base.clone();
-    case.experts.iter().for_each(|e| all.extend_from_slice(e));
+    let (meta, all) = (case.meta(None), case.rows());
     for (method, extra) in [
         (Method::Ties, vec![("density", 0.2)]),
         (
@@ -778,15 +785,7 @@ fn cached_draw_codes_give_the_generators_masks_at_every_density_and_seed() {
     // draws every value). A second seed's stream is not the cached one and must be drawn too.
     use mergesearch::merge::engine::host::{Ranks, Resolved, Rows, run_to_vec};
     let case = Case::random(&[300, 400], 3, 5);
-    let meta = TensorMeta {
-        name: NAME.to_string(),
-        shape: case.shape.clone(),
-        block: None,
-        dtype: Dtype::F32,
-        experts: 3,
-    };
-    let mut all = case.base.clone();
-    case.experts.iter().for_each(|e| all.extend_from_slice(e));
+    let (meta, all) = (case.meta(None), case.rows());
     let mut store = HostStore::new();
     store.push(meta.clone(), HostRows::from_f32(all.clone()));
     let rows = Rows::split(&all, 3);
@@ -809,10 +808,7 @@ fn cached_draw_codes_give_the_generators_masks_at_every_density_and_seed() {
             .collect();
         let p = params(method, &[], &experts);
         let job = tensor_job(method, &meta, &p, seed, || unreachable!());
-        let cached = match store.run(0, &job, Dtype::F32) {
-            HostRows::F32(values) => values,
-            other => panic!("asked for f32, got {:?}", other.dtype()),
-        };
+        let cached = f32_values(store.run(0, &job, Dtype::F32));
         let resolved = Resolved::new(&job, &rows, meta.row_width());
         let drawn: Vec<f32> = run_to_vec(&job, &rows, &Ranks::Resolved(&resolved));
         let differ = cached

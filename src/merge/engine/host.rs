@@ -776,8 +776,7 @@ fn host_mask<'a, E: Elem>(
             }
         },
         Mask::MagPrune { offset, slope, key } => {
-            let ranks_of = ranks;
-            let ranks = match ranks {
+            let row_ranks = match ranks {
                 Ranks::Cached { rows, .. } => rows.expect("the caller caches row ranks for DELLA"),
                 Ranks::Resolved(r) => r.rows.as_deref().expect("resolved with the job"),
             };
@@ -785,8 +784,8 @@ fn host_mask<'a, E: Elem>(
                 offset,
                 slope,
                 key,
-                ranks: &ranks[i],
-                draws: cached_draws(ranks_of, i, key),
+                ranks: &row_ranks[i],
+                draws: cached_draws(ranks, i, key),
             }
         }
     }
